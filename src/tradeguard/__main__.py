@@ -1,0 +1,3 @@
+from tradeguard.cli.main import main
+
+raise SystemExit(main())

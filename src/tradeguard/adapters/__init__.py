@@ -1,0 +1,1 @@
+"""Adapters: files, exchanges and external sources translated into the core's models."""

@@ -1,0 +1,1 @@
+"""Application layer: guards that orchestrate the core and own the policies."""
