@@ -48,7 +48,7 @@ def publication_times(observed: pd.Series, rule: str) -> pd.Series:
     if rule == "next_day":
         return day + pd.Timedelta(days=1)
     if rule == "weekly_monday":
-        days_to_monday = (7 - day.dt.weekday) % 7
+        days_to_monday = (7 - day.dt.day_of_week) % 7
         days_to_monday = days_to_monday.where(days_to_monday > 0, 7)
         return day + pd.to_timedelta(days_to_monday + 1, unit="D")
     if rule == "at_time":

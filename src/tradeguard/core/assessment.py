@@ -80,7 +80,8 @@ def assess(
     t = np.array([now_ns], dtype=np.int64)
     ext = external_at(with_derived(external, config.external), t, config.external)
     rows = slice(max(n - 1, 0), n)
-    ev = evaluate(features, rows, np.array([n]), ext, config) if n else None
+    age = (now_ns - visible.close_ns[-1]) / (visible.timeframe_s * NS) if n else np.inf
+    ev = evaluate(features, rows, np.array([n]), np.array([age]), ext, config) if n else None
     return _build(visible, features, ev, ext, now_ns, pair, timeframe, config)
 
 
@@ -111,7 +112,7 @@ def assess_history(
     rows = slice(lo, hi)
     close_ns = visible.close_ns[rows]
     ext = external_at(with_derived(external, config.external), close_ns, config.external)
-    ev = evaluate(features, rows, np.arange(lo + 1, hi + 1), ext, config)
+    ev = evaluate(features, rows, np.arange(lo + 1, hi + 1), np.zeros(hi - lo), ext, config)
     ppy = periods_per_year(timeframe)
     out: dict[str, object] = {
         "date": pd.to_datetime(visible.open_ns[rows], utc=True),
@@ -120,8 +121,8 @@ def assess_history(
         "risk_score": ev.risk_score,
         "risk_class": _nullable(ev.labels["risk_class"]),
         "risk_confidence": ev.risk_confidence,
-        "recommendation": ev.recommendation,
-        "blocked_by": _joined_blocks(ev),
+        "recommendation": pd.Series(ev.recommendation, dtype="string"),
+        "blocked_by": pd.Series(_joined_blocks(ev), dtype="string"),
     }
     for name in ("regime", "specialist_regime", "volatility_classification", "trend_classification",
                  "momentum_classification"):
@@ -243,10 +244,9 @@ def _joined_blocks(ev: Evaluation) -> np.ndarray:
     return out
 
 
-def _nullable(labels: np.ndarray) -> np.ndarray:
-    out = labels.copy()
-    out[out == ""] = None
-    return out
+def _nullable(labels: np.ndarray) -> pd.Series:
+    """Labels as a nullable string column ("" = unknown becomes NA)."""
+    return pd.Series(np.where(labels == "", None, labels), dtype="string")
 
 
 def _num(value: float) -> float | None:

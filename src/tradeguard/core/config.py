@@ -168,6 +168,9 @@ class DecisionConfig(_Frozen):
     block_on_extreme_volatility: bool = True
     block_on_extreme_fear_downtrend: bool = True
     min_confidence: float = Field(0.3, ge=0, le=1, description="below this the guard is blind: not safe")
+    max_data_age_candles: float = Field(
+        2.0, gt=0, description="last candle closed longer ago than this many candles: stale, not safe"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DecisionConfig:

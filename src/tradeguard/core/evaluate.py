@@ -11,7 +11,7 @@ last `vol_window` candles' span; external share = known external sources / 5; ag
 1 - min(1, 2 x stdev of the known components).
 
 Blocks (each a reason code in blocked_by): insufficient_data (indicators not warmed up or confidence below
-`min_confidence`), panic, extreme_volatility, extreme_fear_downtrend, risk_score (score >= block level).
+`min_confidence`), stale_data (last candle closed more than `max_data_age_candles` ago), panic, extreme_volatility, extreme_fear_downtrend, risk_score (score >= block level).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FLAGS = (
     "flag_extreme_funding",
     "flag_data_gap",
 )
-BLOCKS = ("insufficient_data", "panic", "extreme_volatility", "extreme_fear_downtrend", "risk_score")
+BLOCKS = ("insufficient_data", "stale_data", "panic", "extreme_volatility", "extreme_fear_downtrend", "risk_score")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -66,9 +66,17 @@ class Evaluation:
 
 
 def evaluate(
-    f: Features, rows: slice, n_candles: np.ndarray, ext: ExternalAt, config: MarketGuardConfig
+    f: Features,
+    rows: slice,
+    n_candles: np.ndarray,
+    data_age_candles: np.ndarray,
+    ext: ExternalAt,
+    config: MarketGuardConfig,
 ) -> Evaluation:
-    """Classify, score and decide for `rows` of the features. `n_candles`: candles known at each row."""
+    """Classify, score and decide for `rows` of the features.
+
+    `n_candles`: candles known at each row; `data_age_candles`: time since the last close, in candles.
+    """
     cr = config.component_risk
     vol_rank = f.vol_rank[rows]
     vol_class = classify.volatility_class(vol_rank, config)
@@ -122,6 +130,7 @@ def evaluate(
     d = config.decision
     blocks = {
         "insufficient_data": ~np.isfinite(score) | (confidence < d.min_confidence),
+        "stale_data": np.broadcast_to(data_age_candles > d.max_data_age_candles, (size,)),
         "panic": flags["flag_panic"] & d.block_on_panic,
         "extreme_volatility": (vol_class == "extreme") & d.block_on_extreme_volatility,
         "extreme_fear_downtrend": flags["flag_extreme_fear"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,12 @@ def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: Marke
             f"Not enough data to judge {pair}: {n} closed {tf} candles (about {config.lookback_bars} needed "
             f"for every indicator), confidence {a['risk_confidence']:.2f} below "
             f"{config.decision.min_confidence:.2f}; a blind guard does not say safe."
+        )
+    if "stale_data" in blocked:
+        limit = config.decision.max_data_age_candles
+        out.append(
+            f"Stale data: the last {tf} candle closed {_duration(a['data_age_s'])} ago (limit {limit:g} "
+            "candles); a guard that cannot see the market does not say safe."
         )
     if a["event_flags"].get("flag_panic"):
         z = ind.get("shock_z")
@@ -81,7 +88,12 @@ def _price(value: float) -> str:
     return f"{value:,.2f}" if value >= 1 else f"{value:.6g}"
 
 
-def _pct_move(log_return: float) -> str:
-    import math
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
 
+
+def _pct_move(log_return: float) -> str:
     return f"{(math.exp(log_return) - 1) * 100:+.1f}%"

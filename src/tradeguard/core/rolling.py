@@ -67,12 +67,13 @@ def run_lengths(labels: np.ndarray) -> np.ndarray:
 def with_min_dwell(labels: np.ndarray, min_dwell: int) -> np.ndarray:
     """Hysteresis: a new label takes over only once it has held for `min_dwell` consecutive bars.
 
-    Equivalent to keeping the label of the latest run that has lasted `min_dwell` bars; before any run has,
-    the raw label is used. `min_dwell` <= 1 returns the labels unchanged.
+    A state machine that starts in the first label and switches only to a label whose current run has
+    lasted `min_dwell` bars, i.e. the label of the latest run that has lasted that long (the first label
+    until one has). `min_dwell` <= 1 returns the labels unchanged.
     """
     if min_dwell <= 1 or len(labels) == 0:
         return labels
     confirmed = run_lengths(labels) >= min_dwell
     idx = np.where(confirmed, np.arange(len(labels)), -1)
     last = np.maximum.accumulate(idx)
-    return np.where(last >= 0, labels[np.maximum(last, 0)], labels)
+    return np.where(last >= 0, labels[np.maximum(last, 0)], labels[0])
