@@ -23,6 +23,8 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    require((SHARED_DATA / "binance" / "BTC_USDT-1h.feather").is_file(),
-            f"real market data not found at {SHARED_DATA}")
+    require(
+        (SHARED_DATA / "binance" / "BTC_USDT-1h.feather").is_file(),
+        f"real market data not found at {SHARED_DATA}",
+    )
     return SHARED_DATA

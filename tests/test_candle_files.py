@@ -22,11 +22,14 @@ from tradeguard.adapters.candle_files import (
 from tradeguard.errors import DataFormatError, DataNotFoundError, InputError
 
 
-@pytest.mark.parametrize(("pair", "tf", "stem"), [
-    ("BTC/USDT", "1h", "BTC_USDT-1h"),
-    ("BTC/USDT:USDT", "1h", "BTC_USDT_USDT-1h-futures"),
-    ("1000SHIB/USDT", "5m", "1000SHIB_USDT-5m"),
-])
+@pytest.mark.parametrize(
+    ("pair", "tf", "stem"),
+    [
+        ("BTC/USDT", "1h", "BTC_USDT-1h"),
+        ("BTC/USDT:USDT", "1h", "BTC_USDT_USDT-1h-futures"),
+        ("1000SHIB/USDT", "5m", "1000SHIB_USDT-5m"),
+    ],
+)
 def test_freqtrade_file_names(pair, tf, stem):
     assert candle_stem(pair, tf) == stem
 
@@ -37,8 +40,7 @@ def test_bad_pair_is_an_input_error():
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fmt=st.sampled_from(FORMATS), n=st.integers(1, 50), seed=st.integers(0, 1000),
-       futures=st.booleans())
+@given(fmt=st.sampled_from(FORMATS), n=st.integers(1, 50), seed=st.integers(0, 1000), futures=st.booleans())
 def test_write_then_read_round_trips(tmp_path_factory, fmt, n, seed, futures):
     folder = tmp_path_factory.mktemp("data")
     pair = "ETH/USDT:USDT" if futures else "ETH/USDT"
@@ -65,11 +67,13 @@ def test_freqtrade_json_with_ms_timestamps(tmp_path):
 
 
 def test_plain_csv_with_iso_or_epoch_dates(tmp_path):
-    (tmp_path / "ADA_USDT-1h.csv").write_text("timestamp,open,high,low,close,volume\n"
-                                             "1704067200,1,2,0.5,1.5,10\n")
+    (tmp_path / "ADA_USDT-1h.csv").write_text(
+        "timestamp,open,high,low,close,volume\n1704067200,1,2,0.5,1.5,10\n"
+    )
     assert load_candles(tmp_path, "ADA/USDT", "1h")["date"].iloc[0] == pd.Timestamp("2024-01-01T00:00Z")
-    (tmp_path / "XRP_USDT-1h.csv").write_text("date,open,high,low,close,volume\n"
-                                             "2024-01-01 00:00:00,1,2,0.5,1.5,10\n")
+    (tmp_path / "XRP_USDT-1h.csv").write_text(
+        "date,open,high,low,close,volume\n2024-01-01 00:00:00,1,2,0.5,1.5,10\n"
+    )
     assert load_candles(tmp_path, "XRP/USDT", "1h")["date"].iloc[0] == pd.Timestamp("2024-01-01T00:00Z")
 
 
@@ -82,7 +86,7 @@ def test_missing_pair_names_what_is_there(tmp_path):
 
 def test_corrupt_file_is_a_format_error(tmp_path):
     (tmp_path / "BTC_USDT-1h.feather").write_bytes(b"not a feather file")
-    with pytest.raises(DataFormatError, match="BTC_USDT-1h.feather"):
+    with pytest.raises(DataFormatError, match=r"BTC_USDT-1h\.feather"):
         load_candles(tmp_path, "BTC/USDT", "1h")
     (tmp_path / "BAD_USDT-1h.csv").write_text("date,open\n2024-01-01,1\n")
     with pytest.raises(DataFormatError, match="lack column"):

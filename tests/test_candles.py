@@ -69,8 +69,12 @@ def test_resample_builds_ohlcv_and_drops_the_forming_bucket():
     assert list(out["date"].dt.hour) == [0, 4]  # 08:00 bucket has only 2 of 4 candles: still forming
     first = df.iloc[:4]
     assert out.iloc[0][["open", "high", "low", "close", "volume"]].tolist() == [
-        first["open"].iloc[0], first["high"].max(), first["low"].min(), first["close"].iloc[-1],
-        first["volume"].sum()]
+        first["open"].iloc[0],
+        first["high"].max(),
+        first["low"].min(),
+        first["close"].iloc[-1],
+        first["volume"].sum(),
+    ]
 
 
 def test_resample_keeps_a_closed_bucket_with_a_gap_inside():

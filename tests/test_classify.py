@@ -100,14 +100,17 @@ def test_extreme_fear_in_a_downtrend_blocks_and_raises_confidence():
     with_fng = run(closes, external={"fear_greed": _daily("fear_greed", 12.0)})
     assert with_fng.fear_greed_index == 12.0 and with_fng.event_flags["flag_extreme_fear"]
     assert "extreme_fear_downtrend" in with_fng.blocked_by
-    assert without.risk_breakdown["external"] is None and with_fng.risk_breakdown["external"] == pytest.approx(0.76)
+    assert without.risk_breakdown["external"] is None and with_fng.risk_breakdown[
+        "external"
+    ] == pytest.approx(0.76)
     assert with_fng.risk_confidence > without.risk_confidence
 
 
 def test_score_weights_come_from_config():
     closes = noisy_trend(0.001)
-    only_vol = MarketGuardConfig(weights={"volatility": 1, "regime": 0, "trend_strength": 0, "momentum": 0,
-                                          "external": 0})
+    only_vol = MarketGuardConfig(
+        weights={"volatility": 1, "regime": 0, "trend_strength": 0, "momentum": 0, "external": 0}
+    )
     a = run(closes, config=only_vol)
     assert a.risk_score == pytest.approx(a.risk_breakdown["volatility"])
 

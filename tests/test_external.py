@@ -20,19 +20,26 @@ def test_daily_value_is_usable_from_the_next_day():
     assert publication_times(observed, "next_day").iloc[0] == pd.Timestamp("2022-06-14T00:00Z")
 
 
-@pytest.mark.parametrize(("day", "usable"), [
-    ("2024-01-05", "2024-01-09"),  # Friday -> released Monday 8th -> Tuesday 00:00 UTC
-    ("2024-01-08", "2024-01-16"),  # Monday -> next Monday's release
-    ("2024-01-07", "2024-01-09"),  # Sunday
-])
+@pytest.mark.parametrize(
+    ("day", "usable"),
+    [
+        ("2024-01-05", "2024-01-09"),  # Friday -> released Monday 8th -> Tuesday 00:00 UTC
+        ("2024-01-08", "2024-01-16"),  # Monday -> next Monday's release
+        ("2024-01-07", "2024-01-09"),  # Sunday
+    ],
+)
 def test_h10_dollar_index_is_weekly(day, usable):
     observed = pd.Series(pd.to_datetime([day], utc=True))
     assert publication_times(observed, "weekly_monday").iloc[0] == pd.Timestamp(usable, tz="UTC")
 
 
 def test_lookup_never_sees_unpublished_values():
-    s = ExternalSeries("fear_greed", np.array([ns("2024-01-01"), ns("2024-01-02")]),
-                       np.array([ns("2024-01-02"), ns("2024-01-03")]), np.array([10.0, 90.0]))
+    s = ExternalSeries(
+        "fear_greed",
+        np.array([ns("2024-01-01"), ns("2024-01-02")]),
+        np.array([ns("2024-01-02"), ns("2024-01-03")]),
+        np.array([10.0, 90.0]),
+    )
     values, published = s.lookup(np.array([ns("2024-01-01T23:59"), ns("2024-01-02"), ns("2024-01-02T23:00")]))
     assert np.isnan(values[0]) and published[0] == -1
     assert values[1:].tolist() == [10.0, 10.0]
@@ -40,7 +47,9 @@ def test_lookup_never_sees_unpublished_values():
 
 def test_stale_values_count_as_missing():
     s = ExternalSeries("vix", np.array([ns("2024-01-01")]), np.array([ns("2024-01-02")]), np.array([30.0]))
-    at = external_at({"vix": s}, np.array([ns("2024-01-05"), ns("2024-01-20")]), ExternalConfig(max_age_days=7))
+    at = external_at(
+        {"vix": s}, np.array([ns("2024-01-05"), ns("2024-01-20")]), ExternalConfig(max_age_days=7)
+    )
     assert at.values["vix"][0] == 30.0 and np.isnan(at.values["vix"][1])
     assert at.age_s["vix"].tolist() == [3 * 86400, 18 * 86400]
 
@@ -57,7 +66,9 @@ def test_external_risk_averages_known_sources_and_reports_coverage():
 
 def test_missing_and_broken_sources_never_crash(tmp_path):
     (tmp_path / "vix_daily.csv").write_text("oops\n1,2\n")
-    (tmp_path / "fear_greed_index_daily.csv").write_text("date,fng_value,fng_classification\n2024-01-01,20,Extreme Fear\n")
+    (tmp_path / "fear_greed_index_daily.csv").write_text(
+        "date,fng_value,fng_classification\n2024-01-01,20,Extreme Fear\n"
+    )
     load = load_external(tmp_path)
     assert sorted(load.series) == ["fear_greed"]
     assert any("vix" in w for w in load.warnings)

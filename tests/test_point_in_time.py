@@ -19,10 +19,26 @@ from tradeguard.core.external import ExternalSeries
 from tradeguard.core.features import CandleArrays
 from tradeguard.guards.market import load_market_data
 
-LABELS = ("regime", "specialist_regime", "volatility_classification", "trend_classification",
-          "momentum_classification", "risk_class", "recommendation")
-NUMBERS = ("risk_score", "risk_confidence", "volatility", "volatility_percentile", "fear_greed_index",
-           "funding_rate", "vix", "dxy", "btc_dominance")
+LABELS = (
+    "regime",
+    "specialist_regime",
+    "volatility_classification",
+    "trend_classification",
+    "momentum_classification",
+    "risk_class",
+    "recommendation",
+)
+NUMBERS = (
+    "risk_score",
+    "risk_confidence",
+    "volatility",
+    "volatility_percentile",
+    "fear_greed_index",
+    "funding_rate",
+    "vix",
+    "dxy",
+    "btc_dominance",
+)
 
 
 def truncate_external(external: dict[str, ExternalSeries], t_ns: int) -> dict[str, ExternalSeries]:
@@ -41,8 +57,9 @@ def same_number(a: float | None, b: float | None) -> bool:
 
 
 def assert_equal_assessments(a: Assessment, b: Assessment) -> None:
-    assert a.model_dump(exclude=set(NUMBERS) | {"indicators", "risk_breakdown", "reasoning"}) == \
-        b.model_dump(exclude=set(NUMBERS) | {"indicators", "risk_breakdown", "reasoning"})
+    assert a.model_dump(exclude=set(NUMBERS) | {"indicators", "risk_breakdown", "reasoning"}) == b.model_dump(
+        exclude=set(NUMBERS) | {"indicators", "risk_breakdown", "reasoning"}
+    )
     for name in NUMBERS:
         assert same_number(getattr(a, name), getattr(b, name)), name
     for key, value in a.risk_breakdown.items():
@@ -64,13 +81,25 @@ def assert_row_matches(row: pd.Series, a: Assessment) -> None:
     assert pd.Timestamp(row["as_of"]) == pd.Timestamp(a.as_of)
 
 
-def check_point(candles: CandleArrays, external: dict, i: int, timeframe: str, history: pd.DataFrame,
-                config: MarketGuardConfig | None = None) -> None:
+def check_point(
+    candles: CandleArrays,
+    external: dict,
+    i: int,
+    timeframe: str,
+    history: pd.DataFrame,
+    config: MarketGuardConfig | None = None,
+) -> None:
     t_ns = int(candles.close_ns[i])
     now = pd.Timestamp(t_ns, tz="UTC").to_pydatetime()
     full = assess(candles, external, now, pair="X/USDT", timeframe=timeframe, config=config)
-    cut = assess(candles.slice(0, i + 1), truncate_external(external, t_ns), now, pair="X/USDT",
-                 timeframe=timeframe, config=config)
+    cut = assess(
+        candles.slice(0, i + 1),
+        truncate_external(external, t_ns),
+        now,
+        pair="X/USDT",
+        timeframe=timeframe,
+        config=config,
+    )
     assert_equal_assessments(full, cut)
     assert_row_matches(history.iloc[i], full)
 
@@ -81,10 +110,15 @@ SYN = candles_from_closes(random_walk(2500, seed=11, sigma=0.006))
 SYN_CANDLES = CandleArrays.from_frame(SYN, 3600)
 _days = pd.date_range("2023-12-20", periods=140, freq="D", tz="UTC").as_unit("ns").asi8
 SYN_EXTERNAL = {
-    "fear_greed": ExternalSeries("fear_greed", _days, _days + 86_400 * 10**9,
-                                 np.random.default_rng(2).integers(5, 95, len(_days)).astype(float)),
-    "funding_rate": ExternalSeries("funding_rate", _days, _days,
-                                   np.random.default_rng(3).normal(0, 0.0008, len(_days))),
+    "fear_greed": ExternalSeries(
+        "fear_greed",
+        _days,
+        _days + 86_400 * 10**9,
+        np.random.default_rng(2).integers(5, 95, len(_days)).astype(float),
+    ),
+    "funding_rate": ExternalSeries(
+        "funding_rate", _days, _days, np.random.default_rng(3).normal(0, 0.0008, len(_days))
+    ),
 }
 SYN_HISTORY = assess_history(SYN_CANDLES, SYN_EXTERNAL, timeframe="1h")
 STICKY = MarketGuardConfig(specialist={"min_dwell": 6})
@@ -115,8 +149,9 @@ def test_history_range_selects_rows_without_changing_them():
     start, end = SYN["date"].iloc[1500], SYN["date"].iloc[1600]
     part = assess_history(SYN_CANDLES, SYN_EXTERNAL, timeframe="1h", start=start, end=end)
     assert len(part) == 101 and part["date"].iloc[0] == start
-    pd.testing.assert_frame_equal(part.reset_index(drop=True),
-                                  SYN_HISTORY.iloc[1500:1601].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        part.reset_index(drop=True), SYN_HISTORY.iloc[1500:1601].reset_index(drop=True)
+    )
 
 
 def test_external_value_appears_only_once_published():
@@ -133,6 +168,7 @@ def test_external_value_appears_only_once_published():
 
 
 # --- real data: BTC/USDT 1h 2018-2026 ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def btc(shared_data):

@@ -122,16 +122,18 @@ def load_candles(data_dir: Path, pair: str, timeframe: str, candle_type: str | N
     return read_candle_file(find_candle_file(Path(data_dir), parse_pair(pair), timeframe, candle_type))
 
 
-def write_candles(
-    df: pd.DataFrame, data_dir: Path, pair: str, timeframe: str, fmt: str = "feather"
-) -> Path:
+def candle_path(data_dir: Path, pair: str, timeframe: str, fmt: str = "feather") -> Path:
+    """Where Freqtrade keeps (and `write_candles` writes) a pair's candles in format `fmt`."""
+    candle_type = "futures" if is_futures(pair) else "spot"
+    return _folder(Path(data_dir), candle_type) / f"{candle_stem(pair, timeframe, candle_type)}.{fmt}"
+
+
+def write_candles(df: pd.DataFrame, data_dir: Path, pair: str, timeframe: str, fmt: str = "feather") -> Path:
     """Write candles where Freqtrade would look for them; returns the path written."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    candle_type = "futures" if is_futures(pair) else "spot"
-    folder = _folder(Path(data_dir), candle_type)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{candle_stem(pair, timeframe, candle_type)}.{fmt}"
+    path = candle_path(data_dir, pair, timeframe, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
     frame = validate_frame(df).reset_index(drop=True)
     tmp = path.with_name(path.name + ".tmp")
     if fmt == "feather":

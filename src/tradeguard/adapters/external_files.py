@@ -87,7 +87,9 @@ def find_funding_file(data_dir: Path, pair: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def load_external(external_dir: Path | None, data_dir: Path | None = None, pair: str | None = None) -> ExternalLoad:
+def load_external(
+    external_dir: Path | None, data_dir: Path | None = None, pair: str | None = None
+) -> ExternalLoad:
     """Every source that can be found: daily files in `external_dir`, funding next to the candles."""
     result = ExternalLoad()
     if external_dir is not None:
@@ -124,4 +126,3 @@ def _series(name: str, observed: pd.Series, published: pd.Series, values: pd.Ser
         available_at=frame["p"].to_numpy(dtype="datetime64[ns]").astype(np.int64),
         values=frame["v"].to_numpy(dtype=np.float64),
     )
-

@@ -16,7 +16,9 @@ def utc_timestamp(text: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(f"invalid date {text!r}: use ISO-8601, e.g. 2022-06-13T12:00:00Z") from exc
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}: use ISO-8601, e.g. 2022-06-13T12:00:00Z"
+        ) from exc
     if ts is pd.NaT:
         raise argparse.ArgumentTypeError(f"invalid date {text!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

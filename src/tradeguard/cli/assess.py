@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`--at latest` means the close of the newest candle in the data.",
     )
     add_market_options(parser)
-    parser.add_argument("--at", default=None,
-                        help="ISO-8601 UTC time (e.g. 2022-06-13T12:00:00Z), or 'latest'; default now")
+    parser.add_argument(
+        "--at", default=None, help="ISO-8601 UTC time (e.g. 2022-06-13T12:00:00Z), or 'latest'; default now"
+    )
     parser.add_argument("--format", choices=("json", "table"), default="json")
     parser.set_defaults(func=run)
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render_table(a: Assessment) -> str:
     """A compact human view: verdict, key numbers, then the reasons."""
+
     def fmt(value: object) -> str:
         if value is None:
             return "-"

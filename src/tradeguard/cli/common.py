@@ -14,14 +14,26 @@ from tradeguard.errors import InputError
 
 
 def add_market_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="Freqtrade data directory (e.g. user_data/data/binance) or a folder of CSVs")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="Freqtrade data directory (e.g. user_data/data/binance) or a folder of CSVs",
+    )
     parser.add_argument("--pair", type=types.pair, required=True, help="ccxt pair, e.g. BTC/USDT")
     parser.add_argument("--timeframe", type=types.timeframe, default="1h", help="candle timeframe (1h)")
-    parser.add_argument("--external-dir", type=Path, default=None,
-                        help="folder with fear_greed_index_daily.csv, vix_daily.csv, ... (optional)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML file overriding MarketGuardConfig defaults (sections as in the model)")
+    parser.add_argument(
+        "--external-dir",
+        type=Path,
+        default=None,
+        help="folder with fear_greed_index_daily.csv, vix_daily.csv, ... (optional)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML file overriding MarketGuardConfig defaults (sections as in the model)",
+    )
 
 
 def load_config(path: Path | None) -> MarketGuardConfig:

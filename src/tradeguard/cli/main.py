@@ -15,9 +15,7 @@ COMMANDS = (assess, history, download)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tradeguard", description="Risk guard for fleets of trading bots."
-    )
+    parser = argparse.ArgumentParser(prog="tradeguard", description="Risk guard for fleets of trading bots.")
     parser.add_argument("--version", action="version", version=f"tradeguard {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -124,8 +124,13 @@ def assess_history(
         "recommendation": pd.Series(ev.recommendation, dtype="string"),
         "blocked_by": pd.Series(_joined_blocks(ev), dtype="string"),
     }
-    for name in ("regime", "specialist_regime", "volatility_classification", "trend_classification",
-                 "momentum_classification"):
+    for name in (
+        "regime",
+        "specialist_regime",
+        "volatility_classification",
+        "trend_classification",
+        "momentum_classification",
+    ):
         out[name] = _nullable(ev.labels[name])
     out["volatility"] = features.realized_vol[rows] * np.sqrt(ppy)
     out["volatility_percentile"] = features.vol_rank[rows]

@@ -78,7 +78,9 @@ class PanicConfig(_Frozen):
         2.0, ge=0, description="...and it must also be a fall of at least this many percent"
     )
     drop_window: int = Field(6, ge=2, description="bars over which a cumulative fall is measured")
-    drop_sigma: float = Field(7.0, gt=0, description="cumulative fall at or below -drop_sigma x sigma x sqrt(n)")
+    drop_sigma: float = Field(
+        7.0, gt=0, description="cumulative fall at or below -drop_sigma x sigma x sqrt(n)"
+    )
     lookback: int = Field(6, ge=1, description="a shock or drop within this many bars keeps the panic flag")
 
 

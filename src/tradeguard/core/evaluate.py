@@ -11,7 +11,8 @@ last `vol_window` candles' span; external share = known external sources / 5; ag
 1 - min(1, 2 x stdev of the known components).
 
 Blocks (each a reason code in blocked_by): insufficient_data (indicators not warmed up or confidence below
-`min_confidence`), stale_data (last candle closed more than `max_data_age_candles` ago), panic, extreme_volatility, extreme_fear_downtrend, risk_score (score >= block level).
+`min_confidence`), stale_data (last candle closed more than `max_data_age_candles` ago), panic,
+extreme_volatility, extreme_fear_downtrend, risk_score (score >= block level).
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ FLAGS = (
     "flag_extreme_funding",
     "flag_data_gap",
 )
-BLOCKS = ("insufficient_data", "stale_data", "panic", "extreme_volatility", "extreme_fear_downtrend", "risk_score")
+BLOCKS = (
+    "insufficient_data",
+    "stale_data",
+    "panic",
+    "extreme_volatility",
+    "extreme_fear_downtrend",
+    "risk_score",
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -57,8 +65,17 @@ class Evaluation:
     @property
     def recommendation(self) -> np.ndarray:
         cautious = np.isin(self.labels["risk_class"], ["high", "very_high"]) | np.logical_or.reduce(
-            [self.flags[f] for f in ("flag_high_volatility", "flag_downtrend", "flag_extreme_fear",
-                                     "flag_stress", "flag_extreme_funding", "flag_data_gap")]
+            [
+                self.flags[f]
+                for f in (
+                    "flag_high_volatility",
+                    "flag_downtrend",
+                    "flag_extreme_fear",
+                    "flag_stress",
+                    "flag_extreme_funding",
+                    "flag_data_gap",
+                )
+            ]
         )
         out = np.where(cautious, "caution", "entry_ok").astype(object)
         out[~self.safe_to_trade] = "no_entry"

@@ -9,7 +9,9 @@ from typing import Any
 from tradeguard.core.config import MarketGuardConfig
 
 
-def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: MarketGuardConfig, n: int) -> list[str]:
+def explain(
+    a: Mapping[str, Any], ext: Mapping[str, float | None], config: MarketGuardConfig, n: int
+) -> list[str]:
     """Sentences explaining an assessment's fields (`a` holds the Assessment fields being built)."""
     pair, tf = a["pair"], a["timeframe"]
     ind = a["indicators"]
@@ -30,7 +32,9 @@ def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: Marke
     if a["event_flags"].get("flag_panic"):
         z = ind.get("shock_z")
         move = ind.get("log_return")
-        detail = f" (last candle {_pct_move(move)}, {z:.1f} sigma)" if z is not None and move is not None else ""
+        detail = (
+            f" (last candle {_pct_move(move)}, {z:.1f} sigma)" if z is not None and move is not None else ""
+        )
         out.append(
             f"Panic: {pair} fell sharply within the last {config.panic.lookback} {tf} candles{detail}; "
             "no new entries until it settles."
@@ -45,7 +49,8 @@ def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: Marke
     trend = a["trend_classification"]
     if trend is not None and ind.get("ema_slow") is not None:
         out.append(
-            f"Trend {trend.replace('_', ' ')}: close {_price(ind['close'])} vs EMA{config.indicators.ema_fast} "
+            f"Trend {trend.replace('_', ' ')}: close {_price(ind['close'])} "
+            f"vs EMA{config.indicators.ema_fast} "
             f"{_price(ind['ema_fast'])} and EMA{config.indicators.ema_slow} {_price(ind['ema_slow'])}, "
             f"ADX {ind['adx']:.0f}; regime {a['regime']}, specialist regime {a['specialist_regime']}."
         )
@@ -53,15 +58,20 @@ def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: Marke
         out.append(f"Momentum {a['momentum_classification']}: RSI {ind['rsi']:.0f}.")
     fng = ext.get("fear_greed")
     if fng is not None:
-        mood = "extreme fear" if a["event_flags"].get("flag_extreme_fear") else (
-            "extreme greed" if a["event_flags"].get("flag_extreme_greed") else "")
+        mood = (
+            "extreme fear"
+            if a["event_flags"].get("flag_extreme_fear")
+            else ("extreme greed" if a["event_flags"].get("flag_extreme_greed") else "")
+        )
         out.append(f"Fear & Greed index {fng:.0f}{f' ({mood})' if mood else ''}.")
     if "extreme_fear_downtrend" in blocked:
         out.append("Extreme fear during a downtrend blocks entries: buyers are catching a falling market.")
     if a["funding_rate"] is not None and a["event_flags"].get("flag_extreme_funding"):
         out.append(f"Funding rate {a['funding_rate'] * 100:.3f}% per period signals crowded positioning.")
-    macro = [f"VIX {ext['vix']:.1f}" if ext.get("vix") is not None else None,
-             f"DXY {ext['dxy']:.1f}" if ext.get("dxy") is not None else None]
+    macro = [
+        f"VIX {ext['vix']:.1f}" if ext.get("vix") is not None else None,
+        f"DXY {ext['dxy']:.1f}" if ext.get("dxy") is not None else None,
+    ]
     if any(macro):
         out.append("Macro: " + ", ".join(m for m in macro if m) + ".")
     missing = [s for s in ("fear_greed", "funding_rate", "btc_dominance", "vix", "dxy") if ext.get(s) is None]
@@ -72,14 +82,17 @@ def explain(a: Mapping[str, Any], ext: Mapping[str, float | None], config: Marke
     score = a["risk_score"]
     if score is not None:
         level = config.decision.block_risk_score_from
-        verdict = f"at or above the block level {level:.2f}" if "risk_score" in blocked else f"below {level:.2f}"
+        verdict = (
+            f"at or above the block level {level:.2f}" if "risk_score" in blocked else f"below {level:.2f}"
+        )
         out.append(
             f"Risk score {score:.2f} ({a['risk_class'].replace('_', ' ')}, confidence "
             f"{a['risk_confidence']:.2f}) is {verdict}."
         )
     out.append(
-        f"Safe to trade: no entries ({', '.join(blocked)})." if blocked else
-        f"Safe to trade ({a['recommendation'].replace('_', ' ')})."
+        f"Safe to trade: no entries ({', '.join(blocked)})."
+        if blocked
+        else f"Safe to trade ({a['recommendation'].replace('_', ' ')})."
     )
     return out
 

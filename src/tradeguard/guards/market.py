@@ -49,8 +49,13 @@ class MarketData:
             "missing_candles": q.missing_candles,
             "duplicates_dropped": q.duplicates_dropped,
             "bad_ticks": [
-                {"date": _iso(t.date), "field": t.field, "original": t.original,
-                 "replacement": t.replacement, "rule": t.rule}
+                {
+                    "date": _iso(t.date),
+                    "field": t.field,
+                    "original": t.original,
+                    "replacement": t.replacement,
+                    "rule": t.rule,
+                }
                 for t in q.bad_ticks
             ],
             "external_sources": sorted(self.external.series),
@@ -84,8 +89,15 @@ def load_market_data(
     if frame.empty:
         raise DataNotFoundError(f"{path} holds no usable candles for {pair}")
     for tick in quality.bad_ticks:
-        log.info("%s %s: bad tick at %s %s %s -> %s", pair, timeframe, tick.date, tick.field, tick.original,
-                 tick.replacement)
+        log.info(
+            "%s %s: bad tick at %s %s %s -> %s",
+            pair,
+            timeframe,
+            tick.date,
+            tick.field,
+            tick.original,
+            tick.replacement,
+        )
     external = load_external(external_dir, data_dir, pair)
     return MarketData(
         pair=pair,
@@ -107,8 +119,9 @@ def assess_pair(data: MarketData, at: datetime, config: MarketGuardConfig | None
             f"no {data.timeframe} candle of {data.pair} had closed by {_iso(at)}; "
             f"the data starts at {_iso(data.frame['date'].iloc[0])}"
         )
-    return assess(data.candles, data.external.series, at, pair=data.pair, timeframe=data.timeframe,
-                  config=config)
+    return assess(
+        data.candles, data.external.series, at, pair=data.pair, timeframe=data.timeframe, config=config
+    )
 
 
 def history_for_pair(
@@ -117,8 +130,9 @@ def history_for_pair(
     """Point-in-time assessment of every candle with open time in [start, end]."""
     if start > end:
         raise InputError(f"--start {_iso(start)} is after --end {_iso(end)}")
-    frame = assess_history(data.candles, data.external.series, timeframe=data.timeframe, start=start,
-                           end=end, config=config)
+    frame = assess_history(
+        data.candles, data.external.series, timeframe=data.timeframe, start=start, end=end, config=config
+    )
     if frame.empty:
         dates = data.frame["date"]
         raise InputError(
@@ -137,8 +151,11 @@ def _find_source(data_dir: Path, pair: str, timeframe: str, target_s: int) -> tu
     try:
         return find_candle_file(data_dir, pair, timeframe), timeframe
     except DataNotFoundError as missing:
-        shorter = [tf for tf in _SOURCE_TIMEFRAMES
-                   if timeframe_seconds(tf) < target_s and target_s % timeframe_seconds(tf) == 0]
+        shorter = [
+            tf
+            for tf in _SOURCE_TIMEFRAMES
+            if timeframe_seconds(tf) < target_s and target_s % timeframe_seconds(tf) == 0
+        ]
         for tf in reversed(shorter):
             try:
                 return find_candle_file(data_dir, pair, tf), tf
