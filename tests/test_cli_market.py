@@ -45,24 +45,19 @@ def data_dir(tmp_path_factory):
 
 
 def run(capsys, *argv):
+    """Run the CLI; returns (exit code, stdout, stderr)."""
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
 
+def btc(capsys, command, data_dir, *argv):
+    """`tradeguard COMMAND --data-dir DIR --pair BTC/USDT ARGV...`"""
+    return run(capsys, command, "--data-dir", str(data_dir), "--pair", "BTC/USDT", *argv)
+
+
 def test_assess_json_has_the_contract_fields(capsys, data_dir):
-    code, out, _ = run(
-        capsys,
-        "assess",
-        "--data-dir",
-        str(data_dir),
-        "--pair",
-        "BTC/USDT",
-        "--timeframe",
-        "1h",
-        "--at",
-        "2024-02-20T05:00:00Z",
-    )
+    code, out, _ = btc(capsys, "assess", data_dir, "--timeframe", "1h", "--at", "2024-02-20T05:00:00Z")
     assert code == 0
     body = json.loads(out)
     assert body.keys() >= CONTRACT
@@ -76,49 +71,25 @@ def test_assess_json_has_the_contract_fields(capsys, data_dir):
 
 
 def test_assess_between_closes_uses_the_last_closed_candle(capsys, data_dir):
-    _, out, _ = run(
-        capsys, "assess", "--data-dir", str(data_dir), "--pair", "BTC/USDT", "--at", "2024-02-20T05:59:59Z"
-    )
+    _, out, _ = btc(capsys, "assess", data_dir, "--at", "2024-02-20T05:59:59Z")
     body = json.loads(out)
     assert body["as_of"] == "2024-02-20T05:00:00Z" and body["data_age_s"] == 3599
 
 
 def test_assess_latest_and_table(capsys, data_dir):
-    code, out, _ = run(
-        capsys,
-        "assess",
-        "--data-dir",
-        str(data_dir),
-        "--pair",
-        "BTC/USDT",
-        "--at",
-        "latest",
-        "--format",
-        "table",
-    )
+    code, out, _ = btc(capsys, "assess", data_dir, "--at", "latest", "--format", "table")
     assert code == 0
     assert "safe_to_trade" in out and "reasons:" in out and "2024-03-07T16:00:00+00:00" in out
 
 
 def test_assess_now_on_old_data_is_stale(capsys, data_dir):
-    _, out, _ = run(capsys, "assess", "--data-dir", str(data_dir), "--pair", "BTC/USDT")
+    _, out, _ = btc(capsys, "assess", data_dir)
     body = json.loads(out)
     assert body["safe_to_trade"] is False and "stale_data" in body["blocked_by"]
 
 
 def test_assess_resamples_a_missing_timeframe(capsys, data_dir):
-    _, out, _ = run(
-        capsys,
-        "assess",
-        "--data-dir",
-        str(data_dir),
-        "--pair",
-        "BTC/USDT",
-        "--timeframe",
-        "4h",
-        "--at",
-        "latest",
-    )
+    _, out, _ = btc(capsys, "assess", data_dir, "--timeframe", "4h", "--at", "latest")
     body = json.loads(out)
     assert body["timeframe"] == "4h" and body["data_quality"]["resampled_from"] == "1h"
     assert body["candles_used"] == 400
@@ -143,40 +114,24 @@ def test_missing_data_dir_and_bad_config(capsys, data_dir, tmp_path):
     assert code == 2 and "does not exist" in err
     cfg = tmp_path / "guard.toml"
     cfg.write_text("[decision]\nblock_risk_score_frm = 0.8\n")
-    code, _, err = run(
-        capsys, "assess", "--data-dir", str(data_dir), "--pair", "BTC/USDT", "--config", str(cfg)
-    )
+    code, _, err = btc(capsys, "assess", data_dir, "--config", str(cfg))
     assert code == 2 and "decision.block_risk_score_frm" in err
 
 
 def test_config_file_changes_the_decision(capsys, data_dir, tmp_path):
     cfg = tmp_path / "guard.toml"
     cfg.write_text("[decision]\nblock_risk_score_from = 0.01\n")
-    _, out, _ = run(
-        capsys,
-        "assess",
-        "--data-dir",
-        str(data_dir),
-        "--pair",
-        "BTC/USDT",
-        "--at",
-        "latest",
-        "--config",
-        str(cfg),
-    )
+    _, out, _ = btc(capsys, "assess", data_dir, "--at", "latest", "--config", str(cfg))
     assert "risk_score" in json.loads(out)["blocked_by"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_history_writes_one_row_per_candle(capsys, data_dir, tmp_path, suffix):
     out_file = tmp_path / f"guard{suffix}"
-    code, out, _ = run(
+    code, out, _ = btc(
         capsys,
         "history",
-        "--data-dir",
-        str(data_dir),
-        "--pair",
-        "BTC/USDT",
+        data_dir,
         "--timeframe",
         "1h",
         "--start",
@@ -206,7 +161,7 @@ def test_history_writes_one_row_per_candle(capsys, data_dir, tmp_path, suffix):
 )
 def test_history_bad_input(capsys, data_dir, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "history", "--data-dir", str(data_dir), "--pair", "BTC/USDT", *argv)
+    code, _, err = btc(capsys, "history", data_dir, *argv)
     assert code == 2 and message in err
     assert not list(tmp_path.glob("x.*"))
 
