@@ -33,6 +33,8 @@ def test_steady_rise_is_a_bull_uptrend():
     assert a.regime == "bull" and a.specialist_regime == "BULL"
     assert a.momentum_classification in ("bullish", "overbought")
     assert not a.event_flags["flag_downtrend"]
+    ind = a.indicators
+    assert ind["close"] > ind["sma_fast"] > ind["sma_slow"] and ind["ema_fast"] > ind["ema_slow"]
 
 
 def test_steady_fall_is_a_bear_downtrend_and_flags_it():

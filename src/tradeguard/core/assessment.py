@@ -185,6 +185,8 @@ def _build(
 
     indicators = {
         "close": pick(f.close),
+        "sma_fast": pick(f.sma_fast),
+        "sma_slow": pick(f.sma_slow),
         "ema_fast": pick(f.ema_fast),
         "ema_slow": pick(f.ema_slow),
         "adx": pick(f.adx),

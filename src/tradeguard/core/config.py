@@ -16,8 +16,8 @@ class _Frozen(BaseModel):
 class IndicatorConfig(_Frozen):
     """Indicator periods (TA-Lib) and the realized-volatility window."""
 
-    ema_fast: int = Field(50, ge=2)
-    ema_slow: int = Field(200, ge=3)
+    ema_fast: int = Field(50, ge=2, description="fast moving-average period (EMA and SMA)")
+    ema_slow: int = Field(200, ge=3, description="slow moving-average period (EMA and SMA)")
     adx_period: int = Field(14, ge=2)
     atr_period: int = Field(14, ge=2)
     rsi_period: int = Field(14, ge=2)

@@ -66,6 +66,8 @@ class Features:
     """Per-candle indicator arrays aligned with the candles (NaN during warm-up)."""
 
     close: np.ndarray
+    sma_fast: np.ndarray
+    sma_slow: np.ndarray
     ema_fast: np.ndarray
     ema_slow: np.ndarray
     adx: np.ndarray
@@ -83,7 +85,7 @@ class Features:
 def compute_features(candles: CandleArrays, config: MarketGuardConfig, rank_from: int = 0) -> Features:
     """All indicators for every candle; the volatility rank only for rows >= `rank_from` (NaN before).
 
-    - EMA fast/slow, ADX, ATR (as % of close), RSI and Bollinger bands come from TA-Lib;
+    - SMA and EMA fast/slow, ADX, ATR (as % of close), RSI and Bollinger bands come from TA-Lib;
     - `realized_vol`: sample stdev of the last `vol_window` log returns (per candle, not annualised);
     - `vol_rank`: percentile rank of `realized_vol` within its trailing `vol_rank_window` values;
     - `shock_z`: each log return divided by the previous candle's reference sigma, sqrt(EMA of squared
@@ -94,6 +96,8 @@ def compute_features(candles: CandleArrays, config: MarketGuardConfig, rank_from
     ind = config.indicators
     high, low, close = candles.high, candles.low, candles.close
     n = len(close)
+    sma_fast = talib.SMA(close, ind.ema_fast)
+    sma_slow = talib.SMA(close, ind.ema_slow)
     ema_fast = talib.EMA(close, ind.ema_fast)
     ema_slow = talib.EMA(close, ind.ema_slow)
     adx = talib.ADX(high, low, close, ind.adx_period)
@@ -119,6 +123,8 @@ def compute_features(candles: CandleArrays, config: MarketGuardConfig, rank_from
         missing = span - (np.arange(n) - first)
     return Features(
         close=close,
+        sma_fast=sma_fast,
+        sma_slow=sma_slow,
         ema_fast=ema_fast,
         ema_slow=ema_slow,
         adx=adx,
