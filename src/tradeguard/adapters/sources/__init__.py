@@ -1,0 +1,1 @@
+"""Live external sources (sentiment, macro, funding) with timeouts, retries, caching and freshness."""
