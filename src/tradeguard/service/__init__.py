@@ -1,0 +1,1 @@
+"""The HTTP + WebSocket service: FastAPI app, settings, scheduler, auth, metrics."""

@@ -1,0 +1,131 @@
+"""Service settings: a TOML file, overridden by TRADEGUARD_* environment variables (nested with `__`).
+
+Example: TRADEGUARD_PORT=9000, TRADEGUARD_PAIRS='["BTC/USDT","SOL/USDT"]',
+TRADEGUARD_AUTH__ANONYMOUS_READ=true.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tradeguard.adapters.candle_files import parse_pair
+from tradeguard.core.config import MarketGuardConfig
+from tradeguard.core.timeframe import timeframe_seconds
+
+_TOML_FILE: ContextVar[Path | None] = ContextVar("tradeguard_toml_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuthSettings(_Section):
+    """API keys: every route but /health needs one unless anonymous read of market data is on."""
+
+    anonymous_read: bool = False
+    rate_limit_per_s: float = Field(100.0, gt=0, description="sustained requests per second per key")
+    rate_limit_burst: int = Field(200, ge=1, description="requests a key may make at once")
+    key_cache_s: float = Field(30.0, ge=0, description="how long a verified key is trusted without the store")
+
+
+class StaleSettings(_Section):
+    """When an answer counts as stale, and what a stale answer says."""
+
+    max_age_candles: float = Field(2.0, gt=0, description="last candle older than this many candles: stale")
+    block: bool = Field(True, description="stale answers say safe_to_trade=false (a blind guard is not safe)")
+
+
+class FeedSettings(_Section):
+    """Where candles come from: the live exchange, a replayed data directory, or the simulator."""
+
+    mode: Literal["live", "replay", "simulator"] = "live"
+    data_dir: Path | None = None
+    speed: float = Field(60.0, gt=0, description="replay/simulator: simulated seconds per real second")
+    seed: int = 7
+    api_url: str | None = Field(None, description="override the exchange REST base URL (tests, proxies)")
+    ws_url: str | None = Field(None, description="override the exchange WebSocket base URL")
+    use_websocket: bool = True
+    poll_interval_s: float = Field(10.0, gt=0)
+    history_candles: int = Field(1200, ge=100, description="candles seeded and kept per pair")
+
+
+class ExternalSettings(_Section):
+    """Live external context sources; each can be switched off or pointed elsewhere."""
+
+    enabled: bool = True
+    sources: list[str] = Field(
+        default_factory=lambda: ["fear_greed", "btc_dominance", "vix", "dxy", "funding_rate"]
+    )
+    refresh_s: float = Field(900.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    fear_greed_url: str = "https://api.alternative.me"
+    coingecko_url: str = "https://api.coingecko.com"
+    fred_url: str = "https://fred.stlouisfed.org"
+    funding_api_url: str | None = None
+
+
+class Settings(BaseSettings):
+    """Everything `tradeguard serve` reads at start-up; unknown keys are errors."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADEGUARD_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    exchange: str = "binance"
+    pairs: list[str] = Field(default_factory=lambda: ["BTC/USDT", "ETH/USDT"])
+    timeframe: str = "1h"
+    refresh_interval_s: float = Field(60.0, gt=0, description="recompute at least this often")
+    store_url: str = "sqlite:///var/tradeguard.db"
+    environment: Literal["development", "production"] = "development"
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    stale: StaleSettings = Field(default_factory=StaleSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+    external: ExternalSettings = Field(default_factory=ExternalSettings)
+    market: MarketGuardConfig = Field(default_factory=MarketGuardConfig)
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("track at least one pair")
+        return [parse_pair(p) for p in value]
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str) -> str:
+        timeframe_seconds(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _TOML_FILE.get()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml),)
+        return sources
+
+    @classmethod
+    def load(cls, toml_file: Path | None = None, **overrides: object) -> Settings:
+        """Defaults < TOML file < environment < explicit overrides (e.g. command-line options)."""
+        token = _TOML_FILE.set(toml_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _TOML_FILE.reset(token)
