@@ -1,0 +1,9 @@
+"""Durable store: accounts, API keys and assessment history on SQLite (WAL, default) or PostgreSQL.
+
+`Store.open(url)` migrates the schema (Alembic, shipped in `migrations/`) and returns the store.
+"""
+
+from tradeguard.adapters.store.schema import SCOPES
+from tradeguard.adapters.store.store import DEFAULT_STORE_URL, IssuedKey, KeyRecord, Store
+
+__all__ = ["DEFAULT_STORE_URL", "SCOPES", "IssuedKey", "KeyRecord", "Store"]
