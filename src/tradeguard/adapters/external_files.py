@@ -69,13 +69,13 @@ def read_daily_csv(path: Path, name: str, value_column: str, rule: str) -> Exter
         published = pd.to_datetime(df["published_at"], utc=True, format="ISO8601")
     else:
         published = publication_times(df["date"], rule)
-    return _series(name, df["date"], published, df["value"])
+    return make_series(name, df["date"], published, df["value"])
 
 
 def read_funding_file(path: Path) -> ExternalSeries:
     """A Freqtrade funding-rate file: `date` is the funding time, the rate is in `open`."""
     df = read_candle_file(path)
-    return _series("funding_rate", df["date"], df["date"], df["open"])
+    return make_series("funding_rate", df["date"], df["date"], df["open"])
 
 
 def find_funding_file(data_dir: Path, pair: str) -> Path | None:
@@ -118,7 +118,8 @@ def _try(result: ExternalLoad, name: str, load: Callable[[], ExternalSeries]) ->
         result.warnings.append(message)
 
 
-def _series(name: str, observed: pd.Series, published: pd.Series, values: pd.Series) -> ExternalSeries:
+def make_series(name: str, observed: pd.Series, published: pd.Series, values: pd.Series) -> ExternalSeries:
+    """An ExternalSeries from observation times, publication times and values, sorted by publication."""
     frame = pd.DataFrame({"o": observed, "p": published, "v": values}).sort_values(["p", "o"], kind="stable")
     return ExternalSeries(
         name=name,

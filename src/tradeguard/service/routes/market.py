@@ -51,7 +51,13 @@ VOLATILITY_FIELDS = (
 
 
 def _json(body: Any) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    return Response(json.dumps(body, separators=(",", ":"), default=_iso), media_type="application/json")
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def _assessment(request: Request, pair: str | None, exchange: str | None) -> dict[str, Any]:
