@@ -88,3 +88,21 @@ def test_shared_external_files_load(shared_data):
     assert np.isfinite(vix.values).all()  # holiday blanks dropped, not filled
     funding = load.series["funding_rate"]
     assert (funding.available_at == funding.observed_at).all()
+
+
+def test_daily_last_makes_changes_count_days_not_updates():
+    minutes = np.array(
+        [
+            ns("2024-01-01T00:05"),
+            ns("2024-01-01T12:00"),
+            ns("2024-01-01T23:55"),
+            ns("2024-01-02T08:00"),
+            ns("2024-01-03T09:00"),
+        ]
+    )
+    s = ExternalSeries("btc_dominance", minutes, minutes, np.array([50.0, 51.0, 52.0, 53.0, 55.0]))
+    daily = s.daily_last()
+    assert daily.values.tolist() == [52.0, 53.0, 55.0]
+    assert daily.available_at.tolist() == [minutes[2], minutes[3], minutes[4]]
+    change = daily.pct_change(1, "chg")
+    assert change.values[2] == pytest.approx((55 / 53 - 1) * 100)

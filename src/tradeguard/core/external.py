@@ -44,6 +44,21 @@ class ExternalSeries:
         published = np.where(known, self.available_at[safe] if len(self.values) else -1, -1)
         return values.astype(np.float64), published.astype(np.int64)
 
+    def daily_last(self) -> ExternalSeries:
+        """The last observation of each UTC day (by observation time), keeping its publication time.
+
+        Intraday sources (CoinGecko updates every few minutes) become daily, so changes "over N days" are.
+        """
+        if len(self.values) == 0:
+            return self
+        day = self.observed_at // NS_PER_DAY
+        order = np.lexsort((self.available_at, self.observed_at))
+        day_sorted = day[order]
+        last = order[np.r_[day_sorted[1:] != day_sorted[:-1], True]]
+        keep = np.sort(last)
+        keep = keep[np.argsort(self.available_at[keep], kind="stable")]
+        return ExternalSeries(self.name, self.observed_at[keep], self.available_at[keep], self.values[keep])
+
     def pct_change(self, periods: int, name: str) -> ExternalSeries:
         """Change in % over `periods` observations, published when the newer observation is."""
         v = self.values
@@ -113,9 +128,13 @@ def with_derived(external: ExternalData, config: ExternalConfig) -> dict[str, Ex
     """Add the change series the risk uses (DXY and BTC dominance % change) to the raw sources."""
     out = dict(external)
     if "dxy" in external:
-        out["dxy_change_pct"] = external["dxy"].pct_change(config.dxy_change_days, "dxy_change_pct")
+        out["dxy_change_pct"] = (
+            external["dxy"].daily_last().pct_change(config.dxy_change_days, "dxy_change_pct")
+        )
     if "btc_dominance" in external:
-        out["btc_dominance_change_pct"] = external["btc_dominance"].pct_change(
-            config.btc_dominance_change_days, "btc_dominance_change_pct"
+        out["btc_dominance_change_pct"] = (
+            external["btc_dominance"]
+            .daily_last()
+            .pct_change(config.btc_dominance_change_days, "btc_dominance_change_pct")
         )
     return out
