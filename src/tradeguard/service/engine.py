@@ -89,6 +89,10 @@ class Engine:
                 await task
         self._tasks = []
         await self.feed.close()
+        for source in (*self.sources.values(), *self.funding.values()):
+            close = getattr(getattr(source, "fetcher", None), "close", None)
+            if close is not None:
+                await close()
 
     # --- reading ---------------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class FeedSettings(_Section):
     """Where candles come from: the live exchange, a replayed data directory, or the simulator."""
 
     mode: Literal["live", "replay", "simulator"] = "live"
-    data_dir: Path | None = None
+    data_dir: Path | None = Field(None, description="replay: the Freqtrade data directory")
     speed: float = Field(60.0, gt=0, description="replay/simulator: simulated seconds per real second")
     seed: int = 7
     api_url: str | None = Field(None, description="override the exchange REST base URL (tests, proxies)")
@@ -66,8 +66,21 @@ class ExternalSettings(_Section):
     sources: list[str] = Field(
         default_factory=lambda: ["fear_greed", "btc_dominance", "vix", "dxy", "funding_rate"]
     )
-    refresh_s: float = Field(900.0, gt=0)
+    ttl_s: dict[str, float] = Field(
+        default_factory=lambda: {
+            "fear_greed": 3600.0,
+            "btc_dominance": 600.0,
+            "vix": 21600.0,
+            "dxy": 21600.0,
+            "funding_rate": 900.0,
+        },
+        description="how long a fetched series is reused before asking the source again",
+    )
+    keep_last_good_s: float = Field(7 * 86400.0, gt=0, description="serve the last good series this long")
     timeout_s: float = Field(10.0, gt=0)
+    directory: Path | None = Field(
+        None, description="replay: external files (as for `assess --external-dir`)"
+    )
     fear_greed_url: str = "https://api.alternative.me"
     coingecko_url: str = "https://api.coingecko.com"
     fred_url: str = "https://fred.stlouisfed.org"
