@@ -382,7 +382,7 @@ def test_funding_retries_5xx(fake_futures, policy, sleeps):
 
 
 def test_funding_for_an_unlisted_pair_fails_without_retry(fake_futures, policy, sleeps):
-    with pytest.raises(SourceError, match="funding_rate: binance DOGE/USDT:USDT failed: BadSymbol"):
+    with pytest.raises(SourceError, match="DOGE/USDT:USDT failed: binance does not have market symbol"):
         fetch_funding(FundingRateFetcher("DOGE/USDT", api_url=fake_futures.url, policy=policy))
     assert sleeps.calls == []
 

@@ -44,7 +44,7 @@ TEMPORARY_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError,)
 
 # Names under which exchanges list market types in ccxt's options["fetchMarkets"]["types"]
 # (binance/bybit: spot, linear, inverse; okx: spot, swap, future), by the ccxt market type of a pair.
-_LOADABLE_TYPES = {
+LOADABLE_TYPES = {
     "spot": {"spot"},
     "swap": {"swap", "linear", "inverse"},
     "future": {"future", "linear", "inverse"},
@@ -87,6 +87,41 @@ def market_type(pair: str) -> str:
     return "future" if "-" in pair.split(":", 1)[1] else "swap"
 
 
+def exchange_class(exchange_id: str, namespace: Any = ccxt) -> type:
+    """The ccxt class of an exchange id in `namespace` (ccxt, ccxt.async_support, ccxt.pro)."""
+    exchange_id = exchange_id.strip().lower()
+    if exchange_id not in namespace.exchanges:
+        close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3, cutoff=0.8)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise InputError(f"{exchange_id!r} is not a ccxt exchange id{hint}")
+    return getattr(namespace, exchange_id)
+
+
+def configure_exchange(exchange: Any, market_types: Iterable[str], api_url: str | None = None) -> None:
+    """Load only the market types needed, and optionally rebase every REST URL (sync or async client)."""
+    wanted = set(market_types)
+    unknown = wanted - LOADABLE_TYPES.keys()
+    if unknown or not wanted:
+        raise InputError(f"unsupported market type(s) {', '.join(sorted(unknown)) or '(none)'}")
+    fetch_markets = exchange.options.get("fetchMarkets")
+    if isinstance(fetch_markets, dict) and isinstance(fetch_markets.get("types"), list):
+        names = set().union(*(LOADABLE_TYPES[t] for t in wanted))
+        types = [t for t in fetch_markets["types"] if t in names]
+        if types:
+            exchange.options["fetchMarkets"] = {**fetch_markets, "types": types}
+    if len(wanted) == 1:
+        exchange.options["defaultType"] = next(iter(wanted))
+    if api_url is not None:
+        api = exchange.urls["api"]
+        if isinstance(api, dict) and "ws" in api:
+            exchange.urls["api"] = {
+                **rebase_urls({k: v for k, v in api.items() if k != "ws"}, api_url),
+                "ws": api["ws"],
+            }
+        else:
+            exchange.urls["api"] = rebase_urls(api, api_url)
+
+
 def make_exchange(
     exchange_id: str,
     *,
@@ -99,26 +134,9 @@ def make_exchange(
     ``api_url`` replaces scheme and host of every API endpoint (paths are kept), e.g. to use a local mock.
     ``config`` is passed to the ccxt constructor (``timeout``, ``enableRateLimit``, ``options``, ...).
     """
-    exchange_id = exchange_id.strip().lower()
-    if exchange_id not in ccxt.exchanges:
-        close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3, cutoff=0.8)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"{exchange_id!r} is not a ccxt exchange id{hint}")
-    wanted = set(market_types)
-    unknown = wanted - _LOADABLE_TYPES.keys()
-    if unknown:
-        raise InputError(f"unsupported market type(s) {', '.join(sorted(unknown))}")
-    exchange: ccxt.Exchange = getattr(ccxt, exchange_id)({"enableRateLimit": True, **(config or {})})
-    fetch_markets = exchange.options.get("fetchMarkets")
-    if isinstance(fetch_markets, dict) and isinstance(fetch_markets.get("types"), list):
-        names = set().union(*(_LOADABLE_TYPES[t] for t in wanted))
-        types = [t for t in fetch_markets["types"] if t in names]
-        if types:
-            exchange.options["fetchMarkets"] = {**fetch_markets, "types": types}
-    if len(wanted) == 1:
-        exchange.options["defaultType"] = next(iter(wanted))
-    if api_url is not None:
-        exchange.urls["api"] = _rebase_urls(exchange.urls["api"], api_url)
+    cls = exchange_class(exchange_id)
+    exchange = cls({"enableRateLimit": True, **(config or {})})
+    configure_exchange(exchange, market_types, api_url)
     return exchange
 
 
@@ -216,18 +234,20 @@ def _call(retry: RetryPolicy, fn: Callable[[], T], what: str) -> T:
             return fn()
         except TEMPORARY_ERRORS as exc:
             if attempt >= retry.attempts:
-                raise ExchangeError(f"{what}: still failing after {attempt} attempts: {_brief(exc)}") from exc
+                raise ExchangeError(
+                    f"{what}: still failing after {attempt} attempts: {brief_error(exc)}"
+                ) from exc
             delay = retry.backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: %s; retrying in %.1fs", what, _brief(exc), delay)
+            log.warning("%s: %s; retrying in %.1fs", what, brief_error(exc), delay)
             retry.sleep(delay)
             attempt += 1
         except ccxt.BadSymbol as exc:
-            raise InputError(f"{what}: {_brief(exc)}") from exc
+            raise InputError(f"{what}: {brief_error(exc)}") from exc
         except ccxt.BaseError as exc:
-            raise ExchangeError(f"{what}: {_brief(exc)}") from exc
+            raise ExchangeError(f"{what}: {brief_error(exc)}") from exc
 
 
-def _brief(exc: Exception, width: int = 400) -> str:
+def brief_error(exc: Exception, width: int = 400) -> str:
     """An exception as one line of at most ``width`` characters (ccxt messages embed response bodies).
 
     ccxt's network errors only name the URL; the transport error they wrap says what went wrong.
@@ -239,13 +259,13 @@ def _brief(exc: Exception, width: int = 400) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _rebase_urls(urls: Any, base: str) -> Any:
+def rebase_urls(urls: Any, base: str) -> Any:
     """Replace scheme and host of every URL in ccxt's (possibly nested) ``urls['api']`` with ``base``'s."""
     target = urlsplit(base)
     if target.scheme not in ("http", "https") or not target.netloc:
         raise InputError(f"invalid API URL {base!r}: expected e.g. http://127.0.0.1:8080")
     if isinstance(urls, dict):
-        return {key: _rebase_urls(value, base) for key, value in urls.items()}
+        return {key: rebase_urls(value, base) for key, value in urls.items()}
     if isinstance(urls, str):
         parts = urlsplit(urls)
         path = target.path.rstrip("/") + parts.path

@@ -35,7 +35,6 @@ multiples of their length since the Unix epoch.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ import ccxt.pro
 import pandas as pd
 
 from tradeguard.adapters.candle_files import parse_pair
-from tradeguard.adapters.exchange_download import _LOADABLE_TYPES, _brief, _rebase_urls
+from tradeguard.adapters.exchange_download import brief_error, configure_exchange, exchange_class, rebase_urls
 from tradeguard.adapters.feeds.base import OnCandles
 from tradeguard.adapters.status import Backoff, SourceStatus
 from tradeguard.core.candles import COLUMNS, validate_frame
@@ -224,7 +223,7 @@ class CcxtLiveFeed:
                 cursor.merge(await self._fetch_since(pair, timeframe, since), fetched_ms)
                 break
             except ccxt.BadSymbol as exc:
-                raise InputError(f"{what}: {_brief(exc)}") from exc
+                raise InputError(f"{what}: {brief_error(exc)}") from exc
             except ccxt.NetworkError as exc:
                 self._failed(what, exc)
                 if attempt + 1 >= self._seed_attempts:
@@ -232,7 +231,7 @@ class CcxtLiveFeed:
                 await self._sleep(self._backoff.delay(attempt))
             except ccxt.BaseError as exc:
                 self._failed(what, exc)
-                raise ExchangeError(f"{what}: {_brief(exc)}") from exc
+                raise ExchangeError(f"{what}: {brief_error(exc)}") from exc
         self.status.succeeded(self.now())
         rows = cursor.take_final()[-limit:]
         if rows:
@@ -286,7 +285,7 @@ class CcxtLiveFeed:
                     cursor.merge(rows)
                     attempt = 0  # the stream works again (a REST success does not say so)
             except ccxt.BadSymbol as exc:
-                raise InputError(f"{self.name}: {pair}: {_brief(exc)}") from exc
+                raise InputError(f"{self.name}: {pair}: {brief_error(exc)}") from exc
             except Exception as exc:
                 cursor.forget()
                 self._drop_stream_cache(pair, timeframe)
@@ -303,7 +302,7 @@ class CcxtLiveFeed:
             try:
                 await self._fill(pair, timeframe, cursor)
             except ccxt.BadSymbol as exc:
-                raise InputError(f"{self.name}: {pair}: {_brief(exc)}") from exc
+                raise InputError(f"{self.name}: {pair}: {brief_error(exc)}") from exc
             except Exception as exc:
                 cursor.forget()
                 await self._retry_later(f"{pair} {timeframe} poll", exc, attempt)
@@ -406,7 +405,7 @@ class CcxtLiveFeed:
     async def _retry_later(self, what: str, exc: Exception, attempt: int) -> None:
         delay = self._backoff.delay(attempt)
         self._failed(f"{self.name} {what}", exc)
-        log.warning("%s %s: %s; retrying in %.2fs", self.name, what, _brief(exc), delay)
+        log.warning("%s %s: %s; retrying in %.2fs", self.name, what, brief_error(exc), delay)
         await self._sleep(delay)
 
     # -- REST -----------------------------------------------------------------------------------------
@@ -446,7 +445,7 @@ class CcxtLiveFeed:
         return int(self._clock().timestamp() * 1000)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        self.status.failed(self.now(), f"{what}: {_brief(exc)}"[:500])
+        self.status.failed(self.now(), f"{what}: {brief_error(exc)}"[:500])
 
 
 def _frame(rows: Sequence[Row]) -> pd.DataFrame:
@@ -467,40 +466,21 @@ def _make_client(
     config: Mapping[str, Any] | None,
 ) -> Any:
     """Build the async ccxt client: ccxt.pro when it supports the exchange, else ccxt.async_support."""
-    exchange_id = exchange_id.strip().lower()
-    if exchange_id in ccxt.pro.exchanges:
-        cls = getattr(ccxt.pro, exchange_id)
-    elif exchange_id in ccxt.async_support.exchanges:
-        cls = getattr(ccxt.async_support, exchange_id)
-    else:
-        close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3, cutoff=0.8)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"{exchange_id!r} is not a ccxt exchange id{hint}")
-    wanted = set(market_types)
-    unknown = wanted - _LOADABLE_TYPES.keys()
-    if unknown or not wanted:
-        raise InputError(f"unsupported market type(s) {', '.join(sorted(unknown)) or '(none)'}")
-    exchange = cls({"enableRateLimit": True, **(config or {})})
-    fetch_markets = exchange.options.get("fetchMarkets")
-    if isinstance(fetch_markets, dict) and isinstance(fetch_markets.get("types"), list):
-        names = set().union(*(_LOADABLE_TYPES[t] for t in wanted))
-        types = [t for t in fetch_markets["types"] if t in names]
-        if types:
-            exchange.options["fetchMarkets"] = {**fetch_markets, "types": types}
-    if len(wanted) == 1:
-        exchange.options["defaultType"] = next(iter(wanted))
+    namespace = ccxt.pro if exchange_id.strip().lower() in ccxt.pro.exchanges else ccxt.async_support
+    exchange = exchange_class(exchange_id, namespace)({"enableRateLimit": True, **(config or {})})
+    configure_exchange(exchange, market_types)
     api = exchange.urls.get("api")
     has_ws = isinstance(api, dict) and "ws" in api
     if ws_url is not None and not has_ws:
         raise InputError(f"{exchange_id} has no WebSocket URLs to replace")
     if isinstance(api, dict) and (api_url is not None or ws_url is not None):
         rest = {key: value for key, value in api.items() if key != "ws"}
-        rebased = _rebase_urls(rest, api_url) if api_url is not None else rest
+        rebased = rebase_urls(rest, api_url) if api_url is not None else rest
         if has_ws:
             rebased["ws"] = _rebase_ws_urls(api["ws"], ws_url) if ws_url is not None else api["ws"]
         exchange.urls["api"] = rebased
     elif api_url is not None:
-        exchange.urls["api"] = _rebase_urls(api, api_url)
+        exchange.urls["api"] = rebase_urls(api, api_url)
     return exchange
 
 

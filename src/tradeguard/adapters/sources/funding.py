@@ -10,7 +10,6 @@ the policy's backoff; any other ccxt error fails at once. Failures raise SourceE
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -20,10 +19,10 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pandas as pd
 
-from tradeguard.adapters.exchange_download import _rebase_urls
+from tradeguard.adapters.exchange_download import brief_error, configure_exchange, exchange_class
 from tradeguard.adapters.external_files import make_series
 from tradeguard.adapters.sources.base import SourceError
-from tradeguard.adapters.sources.http import HttpPolicy, one_line
+from tradeguard.adapters.sources.http import HttpPolicy
 from tradeguard.adapters.status import SourceStatus
 from tradeguard.core.external import ExternalSeries
 from tradeguard.errors import InputError
@@ -42,21 +41,14 @@ def make_async_exchange(
 
     ``config`` is passed to the ccxt constructor (``timeout`` in ms, ``enableRateLimit``, ``options``...).
     """
-    exchange_id = exchange_id.strip().lower()
-    if exchange_id not in ccxt_async.exchanges:
-        close = difflib.get_close_matches(exchange_id, ccxt_async.exchanges, n=3, cutoff=0.8)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"{exchange_id!r} is not a ccxt exchange id{hint}")
-    settings = {"enableRateLimit": True, **(config or {})}
-    exchange: ccxt_async.Exchange = getattr(ccxt_async, exchange_id)(settings)
+    exchange = exchange_class(exchange_id, ccxt_async)({"enableRateLimit": True, **(config or {})})
+    configure_exchange(exchange, ("swap",), api_url)
     fetch_markets = exchange.options.get("fetchMarkets")
     if isinstance(fetch_markets, dict) and isinstance(fetch_markets.get("types"), list):
-        types = [t for t in fetch_markets["types"] if t in _SWAP_TYPES]
-        if types:
-            exchange.options["fetchMarkets"] = {**fetch_markets, "types": types}
-    exchange.options["defaultType"] = "swap"
-    if api_url is not None:
-        exchange.urls["api"] = _rebase_urls(exchange.urls["api"], api_url)
+        exchange.options["fetchMarkets"] = {
+            **fetch_markets,
+            "types": [t for t in fetch_markets["types"] if t in _SWAP_TYPES],
+        }
     return exchange
 
 
@@ -139,17 +131,11 @@ class FundingRateFetcher:
                 )
             except ccxt.NetworkError as exc:
                 if attempt >= self.policy.attempts:
-                    raise SourceError(f"{what} failed after {attempt} attempt(s): {_brief(exc)}") from exc
+                    raise SourceError(
+                        f"{what} failed after {attempt} attempt(s): {brief_error(exc, 300)}"
+                    ) from exc
                 delay = self.policy.backoff.delay(attempt - 1)
-                log.warning("%s: %s; retry %d in %.1fs", what, _brief(exc), attempt, delay)
+                log.warning("%s: %s; retry %d in %.1fs", what, brief_error(exc, 300), attempt, delay)
                 await self.policy.sleep(delay)
             except ccxt.BaseError as exc:
-                raise SourceError(f"{what} failed: {_brief(exc)}") from exc
-
-
-def _brief(exc: Exception) -> str:
-    """A ccxt error on one line, with the transport error it wraps (ccxt's own message names the URL)."""
-    text = f"{type(exc).__name__}: {exc}"
-    if exc.__cause__ is not None:
-        text += f" ({type(exc.__cause__).__name__}: {exc.__cause__})"
-    return one_line(text, 300)
+                raise SourceError(f"{what} failed: {brief_error(exc, 300)}") from exc
