@@ -179,9 +179,14 @@ class Engine:
         if pair not in self.states or timeframe != self.settings.timeframe or frame.empty:
             return
         self.feed.status.succeeded(self.now())
-        if self.states[pair].add(frame):
-            await self.recompute(pair)
-            self._recompute_market()
+        state = self.states[pair]
+        known = set(state.frame["date"]) if not state.frame.empty else set()
+        if not state.add(frame):
+            return
+        step = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+        for opened in sorted(d for d in frame["date"] if d not in known):
+            await self.recompute(pair, at=(opened + step).to_pydatetime())  # each candle at its own close
+        self._recompute_market()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -213,16 +218,17 @@ class Engine:
                 self._assess(pair)
         self._recompute_market()
 
-    async def recompute(self, pair: str) -> dict[str, Any]:
-        assessment = self._assess(pair)
+    async def recompute(self, pair: str, at: datetime | None = None) -> dict[str, Any]:
+        """Assess the pair at `at` (default: now), publish it and store it."""
+        assessment = self._assess(pair, at)
         await self._save(pair, assessment)
         return assessment
 
-    def _assess(self, pair: str) -> dict[str, Any]:
+    def _assess(self, pair: str, at: datetime | None = None) -> dict[str, Any]:
         external = dict(self.external)
         if pair in self._funding_series:
             external["funding_rate"] = self._funding_series[pair]
-        assessment = self.states[pair].assess(external, self.now(), self.settings.market)
+        assessment = self.states[pair].assess(external, at or self.now(), self.settings.market)
         self.metrics.observe_assessment(assessment)
         self.broadcaster.publish(self.view(assessment))
         return assessment
