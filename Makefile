@@ -4,9 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
-PAIRS  ?= BTC/USDT ETH/USDT
 
-.PHONY: install run test bench validate lint clean
+.PHONY: install run demo test bench validate lint clean
 
 install: $(STAMP)
 
@@ -16,25 +15,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Until the service exists: assess the tracked pairs on the real data we can get.
+# The service: live public Binance data for BTC/USDT and ETH/USDT on http://127.0.0.1:8000, SQLite under ./var.
+# The first start prints an admin API key once. Offline, it keeps running and reports its sources unreachable.
 run: install
-	@if [ -f "$(SHARED)/binance/BTC_USDT-1h.feather" ]; then \
-	  echo "make run: market guard on the shared data in $(SHARED), at the close of its newest candle"; \
-	  for pair in $(PAIRS); do echo; $(BIN)/tradeguard assess --data-dir "$(SHARED)/binance" \
-	    --external-dir "$(SHARED)/external" --pair $$pair --timeframe 1h --at latest --format table || exit 1; done; \
-	else \
-	  echo "make run: no shared data at $(SHARED); downloading 90 days of 1h candles from Binance into var/data"; \
-	  $(BIN)/tradeguard download-data --exchange binance --pairs "$$(echo $(PAIRS) | tr ' ' ',')" \
-	    --timeframe 1h --days 90 --data-dir var/data/binance || exit 1; \
-	  for pair in $(PAIRS); do echo; $(BIN)/tradeguard assess --data-dir var/data/binance --pair $$pair \
-	    --timeframe 1h --format table || exit 1; done; \
-	fi
+	$(BIN)/tradeguard serve
+
+# The same service on the built-in simulator (synthetic data; no network needed).
+demo: install
+	$(BIN)/tradeguard demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python bench/bench_market.py
+	$(BIN)/python bench/bench_scheduler.py
+	$(BIN)/python bench/bench_http.py
 
 validate: install
 	$(BIN)/python scripts/validate.py --data "$(SHARED)" --out docs/validation.md

@@ -6,7 +6,7 @@ Scopes are ordered: read < bot < operator < admin; a key may do what its scope a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
@@ -144,10 +144,10 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
-def require(scope: str, *, market_data: bool = False) -> Callable[[Request], Principal]:
+def require(scope: str, *, market_data: bool = False) -> Callable[[Request], Awaitable[Principal]]:
     """Dependency: the caller must hold `scope`; `market_data` routes honour `auth.anonymous_read`."""
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
         auth: Authenticator = request.app.state.authenticator
         anonymous_ok = market_data and request.app.state.settings.auth.anonymous_read
         client = request.client.host if request.client else "unknown"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -71,6 +72,7 @@ class Engine:
         self.market: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._funding_series: dict[str, ExternalSeries] = {}
+        self._rendered: dict[int, tuple[dict[str, Any], int | None, bytes]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -115,8 +117,8 @@ class Engine:
         """An assessment as served now: data age, `stale`, and the stale policy applied."""
         now = self.now()
         out = dict(assessment)
-        as_of = pd.Timestamp(assessment["as_of"]) if assessment.get("as_of") else None
-        age = (now - as_of.to_pydatetime()).total_seconds() if as_of is not None else None
+        as_of = datetime.fromisoformat(assessment["as_of"]) if assessment.get("as_of") else None
+        age = float(int((now - as_of).total_seconds())) if as_of is not None else None
         stale = age is None or age > self.stale_after.total_seconds()
         out["data_age_s"] = age
         out["stale"] = stale
@@ -135,6 +137,19 @@ class Engine:
                 "a guard that cannot see the market does not say safe.",
             ]
         return out
+
+    def render(self, assessment: dict[str, Any]) -> bytes:
+        """`view()` as JSON bytes, cached per assessment and whole second of data age (the hot path)."""
+        as_of = assessment.get("as_of")
+        age = int((self.now() - datetime.fromisoformat(as_of)).total_seconds()) if as_of else None
+        hit = self._rendered.get(id(assessment))
+        if hit is not None and hit[0] is assessment and hit[1] == age:
+            return hit[2]
+        body = json.dumps(self.view(assessment), separators=(",", ":")).encode()
+        if len(self._rendered) > 256:
+            self._rendered.clear()
+        self._rendered[id(assessment)] = (assessment, age, body)
+        return body
 
     def stale_sources(self) -> list[str]:
         """Pairs without fresh candles (for /ready)."""

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Query, Request, Response
 from tradeguard.adapters.candle_files import parse_pair
 from tradeguard.core.evaluate import COMPONENTS
 from tradeguard.errors import InputError
-from tradeguard.service.auth import ReadMarket
+from tradeguard.service.auth import ReadMarket, require
 from tradeguard.service.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["market"])
+_read_market = require("read", market_data=True)
 
 PairQuery = Annotated[str | None, Query(description="ccxt pair, e.g. BTC/USDT; omit for the whole market")]
 ExchangeQuery = Annotated[str | None, Query(description="exchange id (default: the configured one)")]
@@ -60,7 +61,8 @@ def _iso(value: object) -> str:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _assessment(request: Request, pair: str | None, exchange: str | None) -> dict[str, Any]:
+def _latest(request: Request, pair: str | None, exchange: str | None) -> dict[str, Any]:
+    """The latest assessment of the pair (or the market), before the stale policy is applied."""
     engine = request.app.state.engine
     if exchange is not None and exchange.lower() != engine.settings.exchange:
         raise Problem(
@@ -75,7 +77,7 @@ def _assessment(request: Request, pair: str | None, exchange: str | None) -> dic
                 "no pair has been assessed yet: the guard is still seeding its data",
                 headers={"Retry-After": "5"},
             )
-        return engine.view(engine.market)
+        return engine.market
     try:
         pair = parse_pair(pair)
     except InputError as exc:
@@ -87,14 +89,43 @@ def _assessment(request: Request, pair: str | None, exchange: str | None) -> dic
         raise Problem(
             503, f"no data for {pair} yet: the guard is still seeding it", headers={"Retry-After": "5"}
         )
-    return engine.view(state.latest)
+    return state.latest
 
 
-@router.get("/risk", summary="Market-guard assessment of a pair, or of the whole market without `pair`")
-async def risk(
-    request: Request, _: ReadMarket, pair: PairQuery = None, exchange: ExchangeQuery = None
-) -> Response:
-    return _json(_assessment(request, pair, exchange))
+def _assessment(request: Request, pair: str | None, exchange: str | None) -> dict[str, Any]:
+    """The assessment as served now (data age, stale policy)."""
+    return request.app.state.engine.view(_latest(request, pair, exchange))
+
+
+@router.get(
+    "/risk",
+    summary="Market-guard assessment of a pair, or of the whole market without `pair`",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "pair",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "ccxt pair, e.g. BTC/USDT; omit for the whole market",
+            },
+            {
+                "name": "exchange",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "exchange id (default: the configured one)",
+            },
+        ]
+    },
+)
+async def risk(request: Request) -> Response:
+    # The hot path: parameters and auth are read directly instead of through FastAPI's dependency solver,
+    # which costs more than the rest of the request (see bench/bench_http.py); the contract is the same.
+    await _read_market(request)
+    query = request.query_params
+    body = request.app.state.engine.render(_latest(request, query.get("pair"), query.get("exchange")))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/regime", summary="Regime, specialist regime, trend and momentum of a pair")
