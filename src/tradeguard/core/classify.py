@@ -92,9 +92,9 @@ def regime(f: Features, rows: slice, vol_class: np.ndarray, config: MarketGuardC
 
 
 def specialist_regime(f: Features, rows: slice, config: MarketGuardConfig) -> np.ndarray:
-    """Raw labels over all rows up to rows.stop (hysteresis needs the path), returned for `rows`."""
+    """Labels for `rows`; with hysteresis, raw labels over every row up to rows.stop (it needs the path)."""
     s = config.specialist
-    upto = slice(0, rows.stop)
+    upto = slice(0, rows.stop) if s.min_dwell > 1 else rows
     up, down, known = _alignment(f, upto)
     rank = f.vol_rank[upto]
     with np.errstate(invalid="ignore"):
@@ -104,6 +104,8 @@ def specialist_regime(f: Features, rows: slice, config: MarketGuardConfig) -> np
             "SIDEWAYS",
             known & np.isfinite(rank),
         )
+    if s.min_dwell <= 1:
+        return raw
     return with_min_dwell(raw, s.min_dwell)[rows]
 
 

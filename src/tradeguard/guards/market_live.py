@@ -39,6 +39,7 @@ class PairState:
     keep: int
     frame: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())
     latest: dict[str, Any] | None = None
+    candles: CandleArrays | None = None
 
     def add(self, candles: pd.DataFrame) -> int:
         """Merge closed candles (bad ticks repaired, duplicates dropped); returns how many were new."""
@@ -47,6 +48,7 @@ class PairState:
         merged = candles if self.frame.empty else pd.concat([self.frame, candles], ignore_index=True)
         clean, _ = clean_candles(merged, tf_s)
         self.frame = clean.iloc[-self.keep :].reset_index(drop=True)
+        self.candles = CandleArrays.from_frame(self.frame, tf_s)
         return int((~candles["date"].isin(before)).sum())
 
     @property
@@ -59,8 +61,9 @@ class PairState:
 
     def assess(self, external: ExternalData, now: datetime, config: MarketGuardConfig) -> dict[str, Any]:
         """Assess the pair at `now` and keep the answer as its latest (a JSON-ready dict)."""
-        candles = CandleArrays.from_frame(self.frame, timeframe_seconds(self.timeframe))
-        result = assess(candles, external, now, pair=self.pair, timeframe=self.timeframe, config=config)
+        if self.candles is None:
+            raise ValueError(f"{self.pair} has no candles yet")
+        result = assess(self.candles, external, now, pair=self.pair, timeframe=self.timeframe, config=config)
         self.latest = {"exchange": self.exchange, **result.model_dump(mode="json")}
         return self.latest
 

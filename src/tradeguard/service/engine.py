@@ -245,7 +245,8 @@ class Engine:
             external["funding_rate"] = self._funding_series[pair]
         assessment = self.states[pair].assess(external, at or self.now(), self.settings.market)
         self.metrics.observe_assessment(assessment)
-        self.broadcaster.publish(self.view(assessment))
+        if self.broadcaster.subscribers:
+            self.broadcaster.publish(self.view(assessment))
         return assessment
 
     def _recompute_market(self) -> None:
@@ -253,7 +254,8 @@ class Engine:
         if latest:
             self.market = market_wide(latest, self.now(), self.settings.market)
             self.metrics.observe_assessment(self.market)
-            self.broadcaster.publish(self.view(self.market))
+            if self.broadcaster.subscribers:
+                self.broadcaster.publish(self.view(self.market))
 
     async def _save(self, pair: str, assessment: dict[str, Any]) -> None:
         try:
