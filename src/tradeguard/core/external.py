@@ -125,13 +125,16 @@ def external_risk(ext: ExternalAt, config: ExternalConfig) -> tuple[np.ndarray, 
 
 
 def with_derived(external: ExternalData, config: ExternalConfig) -> dict[str, ExternalSeries]:
-    """Add the change series the risk uses (DXY and BTC dominance % change) to the raw sources."""
+    """Add the change series the risk uses (DXY and BTC dominance % change) to the raw sources.
+
+    Already-derived series are kept, so callers can derive once when their data changes and pass the result.
+    """
     out = dict(external)
-    if "dxy" in external:
+    if "dxy" in external and "dxy_change_pct" not in external:
         out["dxy_change_pct"] = (
             external["dxy"].daily_last().pct_change(config.dxy_change_days, "dxy_change_pct")
         )
-    if "btc_dominance" in external:
+    if "btc_dominance" in external and "btc_dominance_change_pct" not in external:
         out["btc_dominance_change_pct"] = (
             external["btc_dominance"]
             .daily_last()

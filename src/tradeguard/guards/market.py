@@ -14,6 +14,7 @@ from tradeguard.adapters.external_files import ExternalLoad, load_external
 from tradeguard.core.assessment import Assessment, assess, assess_history
 from tradeguard.core.candles import DataQualityReport, clean_candles, resample
 from tradeguard.core.config import MarketGuardConfig
+from tradeguard.core.external import with_derived
 from tradeguard.core.features import CandleArrays
 from tradeguard.core.timeframe import timeframe_seconds
 from tradeguard.errors import DataNotFoundError, InputError
@@ -99,6 +100,7 @@ def load_market_data(
             tick.replacement,
         )
     external = load_external(external_dir, data_dir, pair)
+    external.series = with_derived(external.series, config.external)
     return MarketData(
         pair=pair,
         timeframe=timeframe,

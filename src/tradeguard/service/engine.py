@@ -19,7 +19,7 @@ import pandas as pd
 
 from tradeguard.adapters.feeds.base import CandleFeed
 from tradeguard.adapters.status import Backoff, SourceStatus
-from tradeguard.core.external import ExternalSeries
+from tradeguard.core.external import ExternalSeries, with_derived
 from tradeguard.core.timeframe import timeframe_seconds
 from tradeguard.guards.market_live import PairState, market_wide
 from tradeguard.service.broadcast import Broadcaster
@@ -225,6 +225,8 @@ class Engine:
                 self._funding_series[name.split(":", 1)[1]] = result
             else:
                 self.external[name] = result
+                self.external.pop(f"{name}_change_pct", None)
+        self.external = with_derived(self.external, self.settings.market.external)
 
     def recompute_all(self) -> None:
         """Reassess every seeded pair at the feed's current time, then the market."""
