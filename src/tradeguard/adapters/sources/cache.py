@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tradeguard.adapters.sources.base import ExternalFetcher, SourceError
-from tradeguard.adapters.status import Backoff
+from tradeguard.adapters.status import Backoff, SourceStatus
 from tradeguard.core.external import NS_PER_S, ExternalSeries
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ class CachedSource:
     @property
     def name(self) -> str:
         return self.fetcher.name
+
+    @property
+    def status(self) -> SourceStatus:
+        """The health of the source behind the cache."""
+        return self.fetcher.status
 
     async def get(self, now: datetime) -> ExternalSeries | None:
         """The series to use at ``now``: cached, freshly fetched, the stale fallback, or None."""
