@@ -39,7 +39,20 @@ def test_live_mode_without_network_reports_every_source(tmp_path):
         ready = client.get("/ready")
         assert ready.status_code == 503
         names = {s["name"] for s in ready.json()["sources"]}
-        assert {"binance", "fear_greed", "btc_dominance", "vix", "dxy", "funding_rate", "store"} <= names
+        assert {
+            "binance",
+            "fear_greed",
+            "btc_dominance",
+            "vix",
+            "dxy",
+            "funding_rate:BTC/USDT",
+            "funding_rate:ETH/USDT",
+            "store",
+        } <= names
+        deadline = time.monotonic() + 10
+        while service.engine.sources["vix"].status.errors_total == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.engine.sources["vix"].status.last_error  # tried at start, even before any candle
         deadline = time.monotonic() + 10
         while service.engine.feed.status.errors_total == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

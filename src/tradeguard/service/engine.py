@@ -78,6 +78,7 @@ class Engine:
 
     async def start(self) -> None:
         """Start seeding, streaming and the refresh loop in the background."""
+        self.store_status.succeeded(self.now())  # the store was opened and migrated before the engine
         self._tasks = [
             asyncio.create_task(self._seed_then_follow(), name="feed"),
             asyncio.create_task(self._refresh_loop(), name="refresh"),
@@ -205,9 +206,9 @@ class Engine:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.refresh_interval_s)
             await self.refresh_external()
             self.recompute_all()
+            await asyncio.sleep(self.settings.refresh_interval_s)
 
     async def refresh_external(self) -> None:
         """Refresh every external source that is due (each caches and keeps its last good value)."""

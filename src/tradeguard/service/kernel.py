@@ -84,6 +84,7 @@ def build_sources(settings: Settings) -> tuple[dict[str, ExternalSource], dict[s
             for name, series in loaded.series.items():
                 if name == "funding_rate":
                     funding[pair] = StaticSource(series)
+                    funding[pair].status.name = f"funding_rate:{pair}"
                 elif name in ext.sources:
                     sources.setdefault(name, StaticSource(series))
         return sources, funding
@@ -103,13 +104,10 @@ def build_sources(settings: Settings) -> tuple[dict[str, ExternalSource], dict[s
     sources = {name: cached(name, make()) for name, make in fetchers.items() if name in ext.sources}
     funding = {}
     if "funding_rate" in ext.sources:
-        funding = {
-            pair: cached(
-                "funding_rate",
-                FundingRateFetcher(pair, settings.exchange, api_url=ext.funding_api_url, policy=policy),
-            )
-            for pair in settings.pairs
-        }
+        for pair in settings.pairs:
+            fetcher = FundingRateFetcher(pair, settings.exchange, api_url=ext.funding_api_url, policy=policy)
+            fetcher.status.name = f"funding_rate:{pair}"  # one health record (and metric series) per pair
+            funding[pair] = cached("funding_rate", fetcher)
     return sources, funding
 
 
