@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.background_server import BackgroundServer
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -97,12 +98,14 @@ def _decimal(value: float, places: int) -> str:
     return f"{round(value, places):.8f}"
 
 
-class FakeBinance:
+class FakeBinance(BackgroundServer):
     """Fake Binance spot REST API; use as a context manager or call :meth:`start` / :meth:`stop`.
 
     ``now_ms`` is the fake's clock and ``start_ms`` the earliest time with candles; both may be changed
     while the server runs.
     """
+
+    thread_name = "fake-binance"
 
     def __init__(
         self,
@@ -126,47 +129,9 @@ class FakeBinance:
         self._missing: list[tuple[str | None, int, int]] = []
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL (``http://127.0.0.1:PORT``); paths are Binance's, e.g. ``/api/v3/klines``."""
-        if self._server is None:
-            raise RuntimeError("FakeBinance is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeBinance:
-        """Listen on a free port of 127.0.0.1 and serve from a background thread."""
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-binance",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeBinance:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server(self)
 
     # -- scripting -----------------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes.background_server import BackgroundServer
 from tests.fakes.fake_binance import FakeBinance, Response
 
 FNG_PATH = "/fng/"
@@ -66,8 +66,10 @@ def fng_classification(value: int) -> str:
     return "Extreme Greed"
 
 
-class FakeExternal:
+class FakeExternal(BackgroundServer):
     """alternative.me, CoinGecko and FRED on one local port; a context manager."""
+
+    thread_name = "fake-external"
 
     def __init__(self) -> None:
         self.fear_greed: list[tuple[int, int]] = []
@@ -84,46 +86,9 @@ class FakeExternal:
         self._failures: list[_Scripted] = []
         self._delays: list[_Scripted] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL ``http://127.0.0.1:PORT``, for every one of the three APIs."""
-        if self._server is None:
-            raise RuntimeError("FakeExternal is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeExternal:
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-external",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeExternal:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server(self)
 
     # -- scripting -----------------------------------------------------------------------------------
 
