@@ -191,6 +191,7 @@ def test_candle_close_recomputes_stores_and_streams(service):
     assert [r["as_of"] for r in rows] == ["2024-02-24T05:00:00Z"]
     csv = client.get("/v1/risk/history", params={"pair": "BTC/USDT", "format": "csv"}, headers=h)
     assert csv.headers["content-type"].startswith("text/csv") and "safe_to_trade" in csv.text.splitlines()[0]
+    assert csv.text.splitlines()[1].startswith("2024-02-24T05:00:00Z,")
     parquet = client.get("/v1/risk/history", params={"pair": "BTC/USDT", "format": "parquet"}, headers=h)
     assert len(pd.read_parquet(io.BytesIO(parquet.content))) == 1
     bad = client.get(

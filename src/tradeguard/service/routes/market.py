@@ -200,6 +200,8 @@ def flatten(payload: dict[str, Any]) -> dict[str, Any]:
             "dxy",
         )
     }
+    if isinstance(row["as_of"], datetime):
+        row["as_of"] = _iso(row["as_of"])
     row["blocked_by"] = ";".join(payload.get("blocked_by") or [])
     row |= {f"risk_{c}": (payload.get("risk_breakdown") or {}).get(c) for c in COMPONENTS}
     row |= {k: bool(v) for k, v in (payload.get("event_flags") or {}).items()}
