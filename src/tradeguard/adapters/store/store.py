@@ -72,6 +72,15 @@ class IssuedKey:
     token: str = field(repr=False)
 
 
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A writing transaction: BEGIN IMMEDIATE on SQLite, so concurrent writers queue rather than fail."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
+
+
 def alembic_config(connection: Connection) -> Config:
     """Alembic configuration of the store's migrations, running on `connection`."""
     config = Config()
