@@ -1,0 +1,478 @@
+"""Drawdown of one account's equity history: per window from the window's peak, escalation, shape,
+the global (trailing-peak) drawdown, the daily loss and the intraday monitor.
+
+Input: `times_ns` (int64 UTC epoch nanoseconds, non-decreasing) and `equity` (finite, >= 0, in the
+account's settle currency) of the same length, as the store keeps them; `equity_arrays(series)` converts a
+pandas Series indexed by time. `now` is a timezone-aware datetime; observations after it are not seen.
+
+Equity is a step function: an observation holds until the next one. A window [now − w, now] therefore
+sees the equity in effect at its start (the last observation at or before it, "carried in") plus every
+observation inside it. A threshold is breached when it is reached (>=).
+
+Rules (thresholds in DrawdownConfig):
+- drawdown_pct (0–100) = (peak − equity) / peak × 100, the peak being the highest equity *within the
+  window*, not the equity at its start (0 when the peak is 0). `current_pct` is at now; `max_pct` is the
+  worst point of the window against the running peak since the window start.
+- escalation of a current drawdown: >= circuit_breaker_pct → circuit_breaker; >= emergency_pct →
+  emergency; >= critical_pct → critical; >= warning_pct → warning; else none. The report's level is that
+  of the deepest current drawdown (the longest window's: a longer window's peak is never lower).
+- shape of a window's current drawdown. peak time = the last time the window's highest equity was seen
+  (the window start if it was carried in); trough = the lowest equity since then, first reached at trough
+  time; depth = peak − trough; mid = peak − depth / 2; deep = peak − oscillation_depth_ratio × depth.
+  crossings = recoveries since the peak: equity, having been at or below `deep`, gets back to mid or above
+  (the band keeps noise around mid from counting, whatever the sampling rate). First match wins: current
+  drawdown < classify_min_pct → none; crossings >= oscillation_crossings → oscillating; trough time − peak
+  time <= fast_within → fast; else slow.
+- global drawdown: the current drawdown from the trailing `global_lookback` peak; breached at
+  global_drawdown_pct (the global breaker halts and needs a manual reset, see breakers.py).
+- daily loss: pnl = equity now − equity in effect at 00:00 UTC today (the first observation of the day if
+  there is none before); pnl_pct = pnl / capital × 100; breached when pnl_pct <= −daily_loss_pct, which
+  pauses the account until the next 00:00 UTC. Deposits and withdrawals are not told apart from P&L here:
+  the caller passes `capital` and may compute the pnl itself and call `daily_loss`.
+- intraday monitor: session = the UTC day; session high = the highest equity since 00:00 (including the
+  value carried in); drawdown from it >= intraday_crit_pct → CRIT, >= intraday_warn_pct → WARN, else OK.
+- rapid loss: the fall from the equity in effect at now − rapid_loss_window to now, in percent (0 if up).
+
+No equity observation at or before `now` raises InputError (so do NaN, negative or unsorted input): an unknown
+equity is for the caller to treat as a failed check.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tradeguard.core.timeframe import timeframe_seconds
+from tradeguard.errors import InputError
+
+NS = 1_000_000_000
+LEVELS = ("none", "warning", "critical", "emergency", "circuit_breaker")
+SHAPES = ("none", "fast", "slow", "oscillating")
+INTRADAY_STATES = ("OK", "WARN", "CRIT")
+Level = Literal["none", "warning", "critical", "emergency", "circuit_breaker"]
+Shape = Literal["none", "fast", "slow", "oscillating"]
+IntradayState = Literal["OK", "WARN", "CRIT"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_timeframe(value: str) -> str:
+    try:
+        timeframe_seconds(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class DrawdownConfig(_Frozen):
+    """Every drawdown threshold. Durations are timeframe strings ("1h", "4h", "24h", "7d", "30d")."""
+
+    windows: tuple[str, ...] = Field(("1h", "4h", "24h", "7d", "30d"), min_length=1)
+    warning_pct: float = Field(5.0, gt=0, le=100)
+    critical_pct: float = Field(8.0, gt=0, le=100)
+    emergency_pct: float = Field(12.0, gt=0, le=100)
+    circuit_breaker_pct: float = Field(15.0, gt=0, le=100)
+    classify_min_pct: float = Field(1.0, ge=0, le=100, description="smaller drawdowns have shape none")
+    fast_within: str = Field("4h", description="a fall from peak to trough this quick or quicker is fast")
+    oscillation_crossings: int = Field(
+        2, ge=1, description="this many recoveries above the mid-drawdown level make it oscillating"
+    )
+    oscillation_depth_ratio: float = Field(
+        0.75, gt=0.5, le=1, description="a recovery counts from at or below this fraction of the depth"
+    )
+    global_lookback: str = "30d"
+    global_drawdown_pct: float = Field(20.0, gt=0, le=100)
+    daily_loss_pct: float = Field(5.0, gt=0, le=100, description="daily P&L at or below −this % pauses")
+    intraday_warn_pct: float = Field(5.0, gt=0, le=100)
+    intraday_crit_pct: float = Field(10.0, gt=0, le=100)
+    rapid_loss_window: str = "15m"
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_timeframe(w) for w in value)
+
+    _check_durations = field_validator("fast_within", "global_lookback", "rapid_loss_window")(
+        _check_timeframe
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DrawdownConfig:
+        if not self.warning_pct < self.critical_pct < self.emergency_pct < self.circuit_breaker_pct:
+            raise ValueError("need warning_pct < critical_pct < emergency_pct < circuit_breaker_pct")
+        if not self.intraday_warn_pct < self.intraday_crit_pct:
+            raise ValueError("need intraday_warn_pct < intraday_crit_pct")
+        if len(set(self.windows)) != len(self.windows):
+            raise ValueError("windows must be distinct")
+        return self
+
+
+class WindowDrawdown(_Frozen):
+    """Drawdown within one trailing window, measured from the window's peak."""
+
+    window: str
+    start: datetime
+    observations: int
+    peak: float
+    peak_at: datetime
+    trough: float = Field(description="lowest equity since the peak")
+    trough_at: datetime
+    equity: float
+    current_pct: float
+    max_pct: float
+    level: Level
+    shape: Shape
+    fall_s: float = Field(description="seconds from the peak to the trough")
+    crossings: int = Field(description="recoveries above the mid-drawdown level since the peak")
+    reason: str
+
+
+class GlobalDrawdown(_Frozen):
+    lookback: str
+    peak: float
+    peak_at: datetime
+    equity: float
+    drawdown_pct: float
+    threshold_pct: float
+    breached: bool
+    reason: str
+
+
+class DailyPnl(_Frozen):
+    day_start: datetime
+    start_equity: float
+    equity: float
+    pnl: float
+
+
+class DailyLoss(_Frozen):
+    breached: bool
+    pnl: float
+    capital: float
+    pnl_pct: float
+    loss_pct: float = Field(description="max(0, −pnl_pct): what the daily_loss breaker observes")
+    threshold_pct: float
+    paused_until: datetime | None
+    reason: str
+
+
+class IntradayStatus(_Frozen):
+    state: IntradayState
+    session_start: datetime
+    session_high: float
+    equity: float
+    drawdown_pct: float
+    reason: str
+
+
+class DrawdownReport(_Frozen):
+    """Everything above for one account at one moment."""
+
+    evaluated_at: datetime
+    as_of: datetime = Field(description="time of the last equity observation seen")
+    equity: float
+    windows: tuple[WindowDrawdown, ...]
+    level: Level
+    level_window: str
+    shape: Shape
+    global_drawdown: GlobalDrawdown
+    daily: DailyLoss
+    intraday: IntradayStatus
+    rapid_loss_pct: float
+    reasons: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- inputs and time
+
+
+def equity_arrays(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(times_ns, equity) from a pandas Series indexed by time (a naive index is taken as UTC)."""
+    index = pd.DatetimeIndex(series.index)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    return index.as_unit("ns").asi8.astype(np.int64), series.to_numpy(dtype=np.float64)
+
+
+def _checked(times_ns: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(times_ns, dtype=np.int64)
+    x = np.asarray(equity, dtype=np.float64)
+    if t.ndim != 1 or t.shape != x.shape:
+        raise InputError("times_ns and equity must be 1-D arrays of the same length")
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise InputError("equity must be finite and >= 0")
+    if len(t) > 1 and (np.diff(t) < 0).any():
+        raise InputError("times_ns must be non-decreasing")
+    return t, x
+
+
+def _ns(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        raise InputError("times must be timezone-aware (UTC)")
+    return pd.Timestamp(ts).tz_convert("UTC").value
+
+
+def _dt(ns: int) -> datetime:
+    return pd.Timestamp(int(ns), tz="UTC").to_pydatetime()
+
+
+def utc_day_start(now: datetime) -> datetime:
+    """00:00 UTC of `now`'s UTC day."""
+    if now.tzinfo is None:
+        raise InputError("times must be timezone-aware (UTC)")
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    """The next 00:00 UTC strictly after `now`."""
+    return utc_day_start(now) + timedelta(days=1)
+
+
+def _segment(t: np.ndarray, x: np.ndarray, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observations seen by [start, end]: the one in effect at start (time clamped to it) + those inside."""
+    hi = int(np.searchsorted(t, end_ns, side="right"))
+    lo = max(int(np.searchsorted(t, start_ns, side="right")) - 1, 0)
+    if hi <= lo:
+        raise InputError(f"no equity observed at or before {_dt(end_ns).isoformat()}")
+    seg_t = t[lo:hi].copy()
+    seg_t[0] = max(seg_t[0], start_ns)
+    return seg_t, x[lo:hi]
+
+
+def _pct_below(peak: float, value: float) -> float:
+    return 0.0 if peak <= 0 else min(100.0, max(0.0, (peak - value) / peak * 100.0))
+
+
+# ---------------------------------------------------------------- rules
+
+
+def escalation_level(drawdown_pct: float, config: DrawdownConfig | None = None) -> Level:
+    """The escalation level a drawdown (0–100) has reached."""
+    c = config or DrawdownConfig()
+    if drawdown_pct >= c.circuit_breaker_pct:
+        return "circuit_breaker"
+    if drawdown_pct >= c.emergency_pct:
+        return "emergency"
+    if drawdown_pct >= c.critical_pct:
+        return "critical"
+    if drawdown_pct >= c.warning_pct:
+        return "warning"
+    return "none"
+
+
+def _shape(
+    seg_t: np.ndarray, seg_x: np.ndarray, current_pct: float, config: DrawdownConfig
+) -> tuple[Shape, int, int, float, int]:
+    """(shape, peak index, trough index, fall seconds, crossings) of the current drawdown in a segment."""
+    peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))  # the last time at the peak
+    after = seg_x[peak_i:]
+    trough_i = peak_i + int(np.argmin(after))
+    depth = seg_x[peak_i] - seg_x[trough_i]
+    mid, deep = seg_x[peak_i] - depth / 2.0, seg_x[peak_i] - config.oscillation_depth_ratio * depth
+    if depth > 0:  # +1 at or above mid, -1 at or below deep; a recovery is a -1 followed by a +1
+        marks = np.where(after >= mid, 1, np.where(after <= deep, -1, 0))
+        marks = marks[marks != 0]
+        crossings = int(np.count_nonzero((marks[:-1] == -1) & (marks[1:] == 1)))
+    else:
+        crossings = 0
+    fall_s = (int(seg_t[trough_i]) - int(seg_t[peak_i])) / NS
+    shape: Shape
+    if current_pct <= 0.0 or current_pct < config.classify_min_pct:
+        shape = "none"
+    elif crossings >= config.oscillation_crossings:
+        shape = "oscillating"
+    elif fall_s <= timeframe_seconds(config.fast_within):
+        shape = "fast"
+    else:
+        shape = "slow"
+    return shape, peak_i, trough_i, fall_s, crossings
+
+
+def _window(t: np.ndarray, x: np.ndarray, now_ns: int, window: str, config: DrawdownConfig) -> WindowDrawdown:
+    start_ns = now_ns - timeframe_seconds(window) * NS
+    seg_t, seg_x = _segment(t, x, start_ns, now_ns)
+    running = np.maximum.accumulate(seg_x)
+    safe = np.where(running > 0, running, 1.0)
+    max_pct = float(np.clip(np.where(running > 0, (running - seg_x) / safe * 100.0, 0.0), 0.0, 100.0).max())
+    peak, equity = float(running[-1]), float(seg_x[-1])
+    current = _pct_below(peak, equity)
+    level = escalation_level(current, config)
+    shape, peak_i, trough_i, fall_s, crossings = _shape(seg_t, seg_x, current, config)
+    how = f", {shape} ({crossings} recoveries above mid, fall took {fall_s:g}s)" if shape != "none" else ""
+    return WindowDrawdown(
+        window=window,
+        start=_dt(start_ns),
+        observations=len(seg_x),
+        peak=peak,
+        peak_at=_dt(seg_t[peak_i]),
+        trough=float(seg_x[trough_i]),
+        trough_at=_dt(seg_t[trough_i]),
+        equity=equity,
+        current_pct=current,
+        max_pct=max_pct,
+        level=level,
+        shape=shape,
+        fall_s=fall_s,
+        crossings=crossings,
+        reason=f"{window}: equity {equity:g} is {current:.2f}% below the window peak {peak:g} (max "
+        f"{max_pct:.2f}% within the window); level {level}{how}.",
+    )
+
+
+def _global(t: np.ndarray, x: np.ndarray, now_ns: int, config: DrawdownConfig) -> GlobalDrawdown:
+    w = _window(t, x, now_ns, config.global_lookback, config)
+    breached = w.current_pct >= config.global_drawdown_pct
+    return GlobalDrawdown(
+        lookback=config.global_lookback,
+        peak=w.peak,
+        peak_at=w.peak_at,
+        equity=w.equity,
+        drawdown_pct=w.current_pct,
+        threshold_pct=config.global_drawdown_pct,
+        breached=breached,
+        reason=f"Equity {w.equity:g} is {w.current_pct:.2f}% below its {config.global_lookback} peak "
+        f"{w.peak:g} (global limit {config.global_drawdown_pct:g}%)" + ("; breached." if breached else "."),
+    )
+
+
+def _daily_pnl(t: np.ndarray, x: np.ndarray, now: datetime) -> DailyPnl:
+    day = utc_day_start(now)
+    _, seg_x = _segment(t, x, _ns(day), _ns(now))
+    start, value = float(seg_x[0]), float(seg_x[-1])
+    return DailyPnl(day_start=day, start_equity=start, equity=value, pnl=value - start)
+
+
+def _intraday(t: np.ndarray, x: np.ndarray, now: datetime, config: DrawdownConfig) -> IntradayStatus:
+    day = utc_day_start(now)
+    _, seg_x = _segment(t, x, _ns(day), _ns(now))
+    high, value = float(seg_x.max()), float(seg_x[-1])
+    dd = _pct_below(high, value)
+    state: IntradayState = (
+        "CRIT" if dd >= config.intraday_crit_pct else "WARN" if dd >= config.intraday_warn_pct else "OK"
+    )
+    return IntradayStatus(
+        state=state,
+        session_start=day,
+        session_high=high,
+        equity=value,
+        drawdown_pct=dd,
+        reason=f"Equity {value:g} is {dd:.2f}% below today's high {high:g} (WARN at "
+        f"{config.intraday_warn_pct:g}%, CRIT at {config.intraday_crit_pct:g}%): {state}.",
+    )
+
+
+def _loss(t: np.ndarray, x: np.ndarray, now_ns: int, window: str) -> float:
+    _, seg_x = _segment(t, x, now_ns - timeframe_seconds(window) * NS, now_ns)
+    return _pct_below(float(seg_x[0]), float(seg_x[-1]))
+
+
+# ---------------------------------------------------------------- public functions
+
+
+def window_drawdown(
+    times_ns: np.ndarray, equity: np.ndarray, now: datetime, window: str, config: DrawdownConfig | None = None
+) -> WindowDrawdown:
+    """Drawdown of the trailing `window` ending at `now`, from the window's peak."""
+    t, x = _checked(times_ns, equity)
+    return _window(t, x, _ns(now), _check_timeframe(window), config or DrawdownConfig())
+
+
+def window_drawdowns(
+    times_ns: np.ndarray, equity: np.ndarray, now: datetime, config: DrawdownConfig | None = None
+) -> tuple[WindowDrawdown, ...]:
+    """One WindowDrawdown per configured window, in config order."""
+    config = config or DrawdownConfig()
+    t, x = _checked(times_ns, equity)
+    now_ns = _ns(now)
+    return tuple(_window(t, x, now_ns, w, config) for w in config.windows)
+
+
+def global_drawdown(
+    times_ns: np.ndarray, equity: np.ndarray, now: datetime, config: DrawdownConfig | None = None
+) -> GlobalDrawdown:
+    """Current drawdown from the trailing `global_lookback` peak against `global_drawdown_pct`."""
+    t, x = _checked(times_ns, equity)
+    return _global(t, x, _ns(now), config or DrawdownConfig())
+
+
+def daily_pnl(times_ns: np.ndarray, equity: np.ndarray, now: datetime) -> DailyPnl:
+    """P&L of `now`'s UTC day: equity now minus the equity in effect at 00:00 UTC."""
+    t, x = _checked(times_ns, equity)
+    return _daily_pnl(t, x, now)
+
+
+def daily_loss(pnl: float, capital: float, now: datetime, config: DrawdownConfig | None = None) -> DailyLoss:
+    """The daily-loss rule: pnl at or below −daily_loss_pct of capital pauses until the next 00:00 UTC."""
+    config = config or DrawdownConfig()
+    if not np.isfinite(pnl):
+        raise InputError("pnl must be finite")
+    if not (np.isfinite(capital) and capital > 0):
+        raise InputError("capital must be finite and > 0")
+    pnl_pct = pnl / capital * 100.0
+    breached = pnl_pct <= -config.daily_loss_pct
+    until = next_utc_midnight(now) if breached else None
+    return DailyLoss(
+        breached=breached,
+        pnl=pnl,
+        capital=capital,
+        pnl_pct=pnl_pct,
+        loss_pct=max(0.0, -pnl_pct),
+        threshold_pct=config.daily_loss_pct,
+        paused_until=until,
+        reason=f"Today's P&L {pnl:+g} is {pnl_pct:+.2f}% of capital {capital:g} (limit "
+        f"−{config.daily_loss_pct:g}%)" + (f"; paused until {until.isoformat()}." if until else "."),
+    )
+
+
+def intraday_status(
+    times_ns: np.ndarray, equity: np.ndarray, now: datetime, config: DrawdownConfig | None = None
+) -> IntradayStatus:
+    """OK / WARN / CRIT from the drawdown below the UTC session's high."""
+    t, x = _checked(times_ns, equity)
+    return _intraday(t, x, now, config or DrawdownConfig())
+
+
+def loss_pct(times_ns: np.ndarray, equity: np.ndarray, now: datetime, window: str) -> float:
+    """Fall (0–100) from the equity in effect at now − window to the equity now; 0 if it rose."""
+    t, x = _checked(times_ns, equity)
+    return _loss(t, x, _ns(now), _check_timeframe(window))
+
+
+def drawdown_report(
+    times_ns: np.ndarray,
+    equity: np.ndarray,
+    now: datetime,
+    config: DrawdownConfig | None = None,
+    capital: float | None = None,
+) -> DrawdownReport:
+    """All drawdown views of one account at `now`. `capital` defaults to the equity at 00:00 UTC today."""
+    config = config or DrawdownConfig()
+    t, x = _checked(times_ns, equity)
+    now_ns = _ns(now)
+    windows = tuple(_window(t, x, now_ns, w, config) for w in config.windows)
+    worst = max(windows, key=lambda w: (w.current_pct, timeframe_seconds(w.window)))
+    day = _daily_pnl(t, x, now)
+    if capital is None and day.start_equity <= 0:
+        raise InputError("equity at the start of the day is 0: pass capital for the daily-loss rule")
+    daily = daily_loss(day.pnl, day.start_equity if capital is None else capital, now, config)
+    glob = _global(t, x, now_ns, config)
+    intraday = _intraday(t, x, now, config)
+    last = int(np.searchsorted(t, now_ns, side="right")) - 1
+    return DrawdownReport(
+        evaluated_at=_dt(now_ns),
+        as_of=_dt(t[last]),
+        equity=float(x[last]),
+        windows=windows,
+        level=worst.level,
+        level_window=worst.window,
+        shape=worst.shape,
+        global_drawdown=glob,
+        daily=daily,
+        intraday=intraday,
+        rapid_loss_pct=_loss(t, x, now_ns, config.rapid_loss_window),
+        reasons=(worst.reason, glob.reason, daily.reason, intraday.reason),
+    )
