@@ -156,4 +156,21 @@ def require(scope: str, *, market_data: bool = False) -> Callable[[Request], Awa
     return dependency
 
 
+def account_scope(principal: Principal, requested: str | None) -> str:
+    """The account a request acts on: the key's own, or (admin keys only) any account named.
+
+    A key of account A asking for account B gets 403; a key without an account cannot act on accounts.
+    """
+    if principal.account is None:
+        raise Problem(401, "account data needs an API key", headers={"WWW-Authenticate": "Bearer"})
+    if requested is None or requested == principal.account:
+        return principal.account
+    if principal.scope == "admin":
+        return requested
+    raise Problem(403, f"this key belongs to account {principal.account!r}, not {requested!r}")
+
+
 ReadMarket = Annotated[Principal, Depends(require("read", market_data=True))]
+Reader = Annotated[Principal, Depends(require("read"))]
+Bot = Annotated[Principal, Depends(require("bot"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
