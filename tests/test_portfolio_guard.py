@@ -1,0 +1,225 @@
+"""The portfolio guard end to end in-process: events in, readings, breakers, trading state, actions, audit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tradeguard.adapters.actions import ActionOutcome, TripContext
+from tradeguard.adapters.markets import BaseAssetResolver
+from tradeguard.adapters.store.guard_state import FLEET, GuardState, breaker_states, kill_switches
+from tradeguard.core.events import Event
+from tradeguard.core.trading_state import TradingState
+from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def append(self, event_type: str, account: str, payload: dict[str, Any], now: datetime) -> None:
+        self.records.append((event_type, account, payload))
+
+    def types(self) -> list[str]:
+        return [r[0] for r in self.records]
+
+
+class RecordingAction:
+    name = "record"
+
+    def __init__(self) -> None:
+        self.trips: list[TripContext] = []
+
+    async def run(self, trip: TripContext) -> ActionOutcome:
+        self.trips.append(trip)
+        return ActionOutcome(self.name, True, 1, "recorded", None)
+
+
+@pytest.fixture
+def state(tmp_path) -> GuardState:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    breaker_states.metadata.create_all(engine, tables=[breaker_states, kill_switches])
+    return GuardState(engine)
+
+
+def guard(state: GuardState, clock: Clock, audit: Audit | None = None, actions=None) -> PortfolioGuard:
+    return PortfolioGuard(
+        PortfolioPolicy(), state, clock, base_asset=BaseAssetResolver(), audit=audit, actions=actions or {}
+    )
+
+
+n = 0
+
+
+def event(
+    type_: str,
+    payload: dict[str, Any],
+    ts: datetime,
+    account: str = "acme",
+    exchange: str = "binance",
+    bot: str = "b1",
+) -> Event:
+    global n
+    n += 1
+    return Event.model_validate(
+        {
+            "id": f"e{n}",
+            "type": type_,
+            "account": account,
+            "exchange": exchange,
+            "bot": bot,
+            "ts": ts.isoformat(),
+            "payload": payload,
+        }
+    )
+
+
+def equity(value: float, ts: datetime, **kw: Any) -> Event:
+    return event("equity", {"total_equity": value, "currency": "USDT"}, ts, **kw)
+
+
+def position(symbol: str, side: str, contracts: float, mark: float, **extra: Any) -> dict[str, Any]:
+    return {"symbol": symbol, "side": side, "contracts": contracts, "markPrice": mark, **extra}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_fleet_leverage_adds_up_across_venues(state):
+    clock = Clock()
+    g = guard(state, clock)
+    events = [
+        equity(5_000, T0, exchange="binance"),
+        equity(5_000, T0, exchange="bybit"),
+        event(
+            "positions",
+            {"positions": [position("BTC/USDT:USDT", "long", 0.5, 60_000)]},
+            T0,
+            exchange="binance",
+        ),
+        event(
+            "positions", {"positions": [position("ETH/USDT:USDT", "long", 10, 3_000)]}, T0, exchange="bybit"
+        ),
+    ]
+    run(g.on_events(events))
+    report = g.risk["acme"].exposure.accounts["acme"]
+    assert report.total_equity == 10_000 and report.gross_notional == 60_000
+    assert report.leverage == pytest.approx(6.0)
+    assert set(report.assets) == {"BTC", "ETH"}
+    assert g.risk["acme"].trading.state == TradingState.ACTIVE
+
+
+def test_drawdown_trips_breakers_halts_runs_actions_and_audits(state):
+    clock, audit, action = Clock(), Audit(), RecordingAction()
+    g = guard(state, clock, audit, {"acme": [action]})
+
+    async def scenario() -> None:
+        for i, value in enumerate([10_000, 10_200, 9_800, 9_000, 8_100]):
+            clock.now = T0 + timedelta(hours=i)
+            await g.on_events([equity(value, clock.now)])
+        await asyncio.sleep(0.05)  # let the trip actions run
+
+    run(scenario())
+    risk = g.risk["acme"]
+    assert risk.readings["drawdown"] == pytest.approx((10_200 - 8_100) / 10_200 * 100)
+    assert risk.breakers["drawdown"].state == "open" and risk.breakers["global_drawdown"].state == "open"
+    assert risk.trading.state == TradingState.HALTED  # global drawdown breaker is manual-reset: halts
+    assert {t.breaker_id for t in action.trips} >= {"drawdown", "global_drawdown"}
+    types = audit.types()
+    assert types.count("risk.breaker.transition") >= 2 and "risk.drawdown_alert" in types
+    assert "risk.portfolio_check" in types and "risk.breaker.action" in types
+
+
+def test_breaker_state_survives_a_restart_and_resets_by_hand(state):
+    clock = Clock()
+    g = guard(state, clock)
+    clock.now = T0 + timedelta(minutes=5)
+    run(g.on_events([equity(10_000, T0), equity(7_000, clock.now)]))
+    assert g.risk["acme"].breakers["global_drawdown"].state == "open"
+    clock.now += timedelta(days=2)
+    again = guard(state, clock)  # a new process: state comes from the store
+    assert again.breakers["acme"]["global_drawdown"].state == "open"
+    reset = run(again.reset_breaker("acme", "global_drawdown", by="ops"))
+    assert reset.state == "closed"
+    with pytest.raises(KeyError):
+        run(again.reset_breaker("acme", "nope", by="ops"))
+
+
+def test_kill_switch_for_an_account_and_the_fleet(state):
+    clock, audit = Clock(), Audit()
+    g = guard(state, clock, audit)
+    run(g.on_events([equity(1_000, T0, account="a"), equity(1_000, T0, account="b")]))
+    run(g.set_kill_switch("a", True, "maintenance", by="ops"))
+    assert (
+        g.risk["a"].trading.state == TradingState.HALTED and g.risk["b"].trading.state == TradingState.ACTIVE
+    )
+    run(g.set_kill_switch(FLEET, True, "exchange incident", by="admin"))
+    assert g.risk["b"].trading.state == TradingState.HALTED
+    run(g.set_kill_switch(FLEET, False, None, by="admin"))
+    run(g.set_kill_switch("a", False, None, by="ops"))
+    assert g.risk["a"].trading.state == TradingState.ACTIVE
+    assert audit.types().count("risk.kill_switch") == 4
+
+
+def test_liquidation_proximity_trips_the_distance_breaker(state):
+    clock, audit = Clock(), Audit()
+    g = guard(state, clock, audit)
+    near = position(
+        "BTC/USDT:USDT",
+        "long",
+        1.0,
+        30_000,
+        entryPrice=31_000,
+        marginMode="isolated",
+        leverage=20,
+        collateral=1_550,
+        unrealizedPnl=-1_000,
+        liquidationPrice=29_500,
+    )
+    run(g.on_events([equity(10_000, T0), event("positions", {"positions": [near]}, T0)]))
+    risk = g.risk["acme"]
+    assert risk.readings["liquidation_distance"] < 5
+    assert risk.breakers["liquidation_distance"].state == "open"
+    assert risk.trading.state == TradingState.REDUCING
+    assert "risk.liquidation_proximity" in audit.types()
+
+
+def test_correlated_strategies_trip_the_correlation_breaker(state):
+    clock = Clock()
+    g = guard(state, clock)
+    events = []
+    for i in range(120):
+        end = T0 + timedelta(minutes=15 * (i + 1))
+        r = 0.01 if i % 3 else -0.012
+        for strategy in ("trend", "breakout"):
+            events.append(
+                event(
+                    "strategy_return",
+                    {
+                        "strategy": strategy,
+                        "period_end": end.isoformat(),
+                        "return": r + (0.0001 if strategy == "trend" else 0),
+                    },
+                    end,
+                )
+            )
+    clock.now = T0 + timedelta(minutes=15 * 121)
+    run(g.on_events(events))
+    risk = g.risk["acme"]
+    assert risk.readings["correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert risk.breakers["correlation"].state == "open"
