@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from tradeguard import __version__
-from tradeguard.cli import assess, download, history, keys, serve
+from tradeguard.cli import assess, audit, download, history, keys, serve
 from tradeguard.errors import TradeguardError
 
-COMMANDS = (serve, assess, history, download, keys)
+COMMANDS = (serve, assess, history, download, keys, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

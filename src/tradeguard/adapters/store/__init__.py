@@ -3,7 +3,8 @@
 `Store.open(url)` migrates the schema (Alembic, shipped in `migrations/`) and returns the store.
 """
 
+from tradeguard.adapters.store.audit_log import AuditLog
 from tradeguard.adapters.store.schema import SCOPES
 from tradeguard.adapters.store.store import DEFAULT_STORE_URL, IssuedKey, KeyRecord, Store
 
-__all__ = ["DEFAULT_STORE_URL", "SCOPES", "IssuedKey", "KeyRecord", "Store"]
+__all__ = ["DEFAULT_STORE_URL", "SCOPES", "AuditLog", "IssuedKey", "KeyRecord", "Store"]
