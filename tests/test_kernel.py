@@ -19,6 +19,7 @@ DEAD = "http://127.0.0.1:9"
 def test_live_mode_without_network_reports_every_source(tmp_path):
     settings = Settings.load(
         store_url=f"sqlite:///{tmp_path / 'k.db'}",
+        audit={"key_file": tmp_path / "audit.pem"},
         auth={"anonymous_read": True},
         feed={"api_url": DEAD, "ws_url": "ws://127.0.0.1:9"},
         external={
@@ -63,7 +64,8 @@ def test_live_mode_without_network_reports_every_source(tmp_path):
 
 
 def test_simulator_and_replay_modes(tmp_path, shared_data):
-    sim = build_service(Settings.load(store_url="sqlite://", feed={"mode": "simulator"}))
+    key = {"key_file": tmp_path / "audit.pem"}
+    sim = build_service(Settings.load(store_url="sqlite://", feed={"mode": "simulator"}, audit=key))
     assert isinstance(sim.engine.feed, SimulatorFeed) and sim.engine.sources == {}
     sim.store.close()
     replay = build_service(

@@ -217,7 +217,8 @@ def _ns(ts: datetime) -> int:
 
 
 def _dt(ns: int) -> datetime:
-    return pd.Timestamp(int(ns), tz="UTC").to_pydatetime()
+    """UTC datetime of an ns timestamp (to the microsecond, as datetimes hold)."""
+    return pd.Timestamp(int(ns) // 1000 * 1000, tz="UTC").to_pydatetime()
 
 
 def utc_day_start(now: datetime) -> datetime:

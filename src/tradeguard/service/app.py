@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 
 from tradeguard import __version__
+from tradeguard.adapters.bus.nats_intake import NatsIntake
+from tradeguard.adapters.signing_key import AuditKey
+from tradeguard.adapters.status import SourceStatus
+from tradeguard.adapters.store import AuditLog, EventLog
+from tradeguard.guards.portfolio import HISTORY, PortfolioGuard
 from tradeguard.service import problems
 from tradeguard.service.auth import Authenticator, KeyVerifier
 from tradeguard.service.engine import Engine
 from tradeguard.service.metrics import LatencyMiddleware, Metrics
-from tradeguard.service.routes import health, market, stream
+from tradeguard.service.routes import audit, events, health, market, stream
+from tradeguard.service.routes import portfolio as portfolio_routes
 from tradeguard.service.settings import Settings
 
 
+@dataclass
+class PortfolioParts:
+    """The portfolio guard and what serves it: event intake, audit log and key, optional NATS intake."""
+
+    guard: PortfolioGuard
+    event_log: EventLog
+    audit_log: AuditLog
+    audit_key: AuditKey
+    intake: NatsIntake | None = None
+
+
 def create_app(
-    settings: Settings, engine: Engine, store: Any, metrics: Metrics, *, start_engine: bool = True
+    settings: Settings,
+    engine: Engine,
+    store: Any,
+    metrics: Metrics,
+    *,
+    portfolio: PortfolioParts | None = None,
+    start_engine: bool = True,
 ) -> FastAPI:
     """The app; its lifespan starts and stops the engine (tests may drive the engine themselves)."""
 
@@ -26,9 +54,21 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_engine:
             await engine.start()
+        ticker = None
+        if portfolio is not None:
+            await restore_portfolio(portfolio)
+            if portfolio.intake is not None:
+                await portfolio.intake.start()
+            ticker = asyncio.create_task(_tick(portfolio.guard, settings.portfolio.evaluate_every_s))
         try:
             yield
         finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            if portfolio is not None and portfolio.intake is not None:
+                await portfolio.intake.stop()
             if start_engine:
                 await engine.stop()
 
@@ -44,9 +84,46 @@ def create_app(
     app.state.metrics = metrics
     verifier: KeyVerifier = store
     app.state.authenticator = Authenticator(verifier, settings.auth)
-    metrics.add_sources(engine.statuses, engine.now)
+    routers = [health.router, market.router, stream.router]
+    if portfolio is not None:
+        app.state.portfolio = portfolio.guard
+        app.state.event_log = portfolio.event_log
+        app.state.on_events = portfolio.guard.on_events
+        app.state.audit_log = portfolio.audit_log
+        app.state.audit_key = portfolio.audit_key
+        routers += [events.router, portfolio_routes.router, audit.router]
+    metrics.add_sources(lambda: _statuses(engine, portfolio), engine.now)
     problems.install(app)
-    for router in (health.router, market.router, stream.router):
+    for router in routers:
         app.include_router(router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app
+
+
+log = logging.getLogger(__name__)
+
+
+def _statuses(engine: Engine, portfolio: PortfolioParts | None) -> Iterator[SourceStatus]:
+    yield from engine.statuses()
+    if portfolio is not None and portfolio.intake is not None:
+        yield portfolio.intake.status
+
+
+async def restore_portfolio(parts: PortfolioParts) -> None:
+    """Rebuild every account's book from the stored events of the last 31 days (after a restart)."""
+    now = parts.guard.clock()
+    for account in await asyncio.to_thread(parts.event_log.accounts):
+        stored = await asyncio.to_thread(parts.event_log.since, account, now - HISTORY - timedelta(days=1))
+        await parts.guard.on_events(stored)
+        log.info("restored %d events of account %s", len(stored), account)
+
+
+async def _tick(guard: PortfolioGuard, every_s: float) -> None:
+    """Re-evaluate every account on a timer, so breakers cool down and close without new events."""
+    while True:
+        await asyncio.sleep(every_s)
+        for account in list(guard.books):
+            try:
+                await guard.evaluate(account)
+            except Exception:  # one account's failure must not stop the others' breakers
+                log.exception("evaluating account %s failed", account)

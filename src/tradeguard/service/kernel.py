@@ -7,11 +7,18 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
+from tradeguard.adapters.actions import TripAction
+from tradeguard.adapters.actions.cancel_orders import CancelOpenOrders
+from tradeguard.adapters.actions.freqtrade import PauseFreqtrade
+from tradeguard.adapters.bus.nats_intake import NatsIntake
 from tradeguard.adapters.external_files import load_external
 from tradeguard.adapters.feeds.base import CandleFeed
 from tradeguard.adapters.feeds.ccxt_live import CcxtLiveFeed
 from tradeguard.adapters.feeds.replay import ReplayFeed
 from tradeguard.adapters.feeds.simulator import SimulatorFeed
+from tradeguard.adapters.leverage_tiers import load_snapshot
+from tradeguard.adapters.markets import BaseAssetResolver
+from tradeguard.adapters.signing_key import load_signing_key
 from tradeguard.adapters.sources.cache import CachedSource
 from tradeguard.adapters.sources.coingecko import BtcDominanceFetcher
 from tradeguard.adapters.sources.fear_greed import FearGreedFetcher
@@ -19,9 +26,11 @@ from tradeguard.adapters.sources.fred import FredFetcher
 from tradeguard.adapters.sources.funding import FundingRateFetcher
 from tradeguard.adapters.sources.http import HttpPolicy
 from tradeguard.adapters.sources.static import StaticSource
-from tradeguard.adapters.store import IssuedKey, Store
+from tradeguard.adapters.store import AuditLog, EventLog, GuardState, IssuedKey, Store
+from tradeguard.core.exposure import ExposureConfig
 from tradeguard.errors import InputError
-from tradeguard.service.app import create_app
+from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
+from tradeguard.service.app import PortfolioParts, create_app
 from tradeguard.service.engine import Engine, ExternalSource
 from tradeguard.service.metrics import Metrics
 from tradeguard.service.settings import Settings
@@ -111,13 +120,73 @@ def build_sources(settings: Settings) -> tuple[dict[str, ExternalSource], dict[s
     return sources, funding
 
 
+def build_actions(settings: Settings) -> dict[str, list[TripAction]]:
+    """Per-account trip actions: pause Freqtrade bots first, then cancel open orders (so no bot re-enters)."""
+    out: dict[str, list[TripAction]] = {}
+    for account, cfg in settings.portfolio.actions.items():
+        actions: list[TripAction] = [
+            PauseFreqtrade(bot.url, bot.username, bot.password.get_secret_value(), mode=bot.mode)
+            for bot in cfg.freqtrade
+        ]
+        for ex in cfg.cancel_orders:
+            extra = {"password": ex.password.get_secret_value()} if ex.password else {}
+            actions.append(
+                CancelOpenOrders(
+                    ex.exchange,
+                    ex.api_key.get_secret_value(),
+                    ex.secret.get_secret_value(),
+                    symbols=ex.symbols,
+                    market_types=tuple(ex.market_types),
+                    config=extra,
+                )
+            )
+        out[account] = actions
+    return out
+
+
+def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
+    """The portfolio guard with its audit log (signed), event log, persisted state and NATS intake."""
+    p = settings.portfolio
+    key = load_signing_key(settings.audit.key_file)
+    audit_log = AuditLog(store.engine, key)
+    resolver = BaseAssetResolver()
+    policy = PortfolioPolicy(
+        thresholds={k: b.threshold for k, b in p.breakers.items() if b.threshold is not None},
+        shadow=frozenset(k for k, b in p.breakers.items() if b.shadow),
+        drawdown_window=p.drawdown_window,
+        exposure=ExposureConfig(stale_after_s=p.venue_stale_after_s, conservative=p.conservative),
+    )
+    guard = PortfolioGuard(
+        policy,
+        GuardState(store.engine),
+        lambda: datetime.now(UTC),
+        base_asset=resolver,
+        settle_currency=resolver.settle_currency,
+        tiers=load_snapshot().tiers,
+        audit=audit_log,
+        actions=build_actions(settings),
+    )
+    event_log = EventLog(store.engine)
+    intake = None
+    if settings.bus.nats_url:
+        intake = NatsIntake(
+            settings.bus.nats_url,
+            event_log,
+            on_events=guard.on_events,
+            stream=settings.bus.stream,
+            durable=settings.bus.durable,
+        )
+    return PortfolioParts(guard, event_log, audit_log, key, intake)
+
+
 def build_service(settings: Settings) -> Service:
-    """Open the store (migrating it), build feed, sources, engine and app."""
+    """Open the store (migrating it), build feed, sources, engine, portfolio guard and app."""
     store = Store.open(settings.store_url)
     metrics = Metrics()
     sources, funding = build_sources(settings)
     engine = Engine(settings, build_feed(settings), store, metrics, sources=sources, funding=funding)
-    return Service(settings, store, engine, create_app(settings, engine, store, metrics))
+    app = create_app(settings, engine, store, metrics, portfolio=build_portfolio(settings, store))
+    return Service(settings, store, engine, app)
 
 
 def ensure_admin_key(store: Store) -> IssuedKey | None:

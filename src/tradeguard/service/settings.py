@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +87,70 @@ class ExternalSettings(_Section):
     funding_api_url: str | None = None
 
 
+class BreakerSettings(_Section):
+    """One breaker kind's threshold (default: the kind's own) and whether it only logs (shadow)."""
+
+    threshold: float | None = None
+    shadow: bool = False
+
+
+class FreqtradeBot(_Section):
+    """A Freqtrade bot to pause when a breaker of its account trips."""
+
+    url: str
+    username: str
+    password: SecretStr
+    mode: Literal["stopentry", "stop"] = "stopentry"
+
+
+class ExchangeAccount(_Section):
+    """Exchange keys whose open orders are cancelled when a breaker of the account trips."""
+
+    exchange: str
+    api_key: SecretStr
+    secret: SecretStr
+    password: SecretStr | None = None
+    market_types: list[Literal["spot", "swap", "future"]] = Field(default_factory=lambda: ["spot"])
+    symbols: list[str] | None = None
+
+
+class AccountActions(_Section):
+    """What happens to an account's bots and orders when one of its breakers trips."""
+
+    freqtrade: list[FreqtradeBot] = Field(default_factory=list)
+    cancel_orders: list[ExchangeAccount] = Field(default_factory=list)
+
+
+class PortfolioSettings(_Section):
+    """Portfolio guard thresholds and per-account trip actions."""
+
+    breakers: dict[
+        Literal[
+            "drawdown", "correlation", "liquidation_distance", "rapid_loss", "global_drawdown", "daily_loss"
+        ],
+        BreakerSettings,
+    ] = Field(default_factory=dict)
+    drawdown_window: Literal["1h", "4h", "24h", "7d", "30d"] = "24h"
+    venue_stale_after_s: float = Field(120.0, gt=0, description="a venue not heard from this long is stale")
+    conservative: bool = Field(False, description="keep counting a stale venue's last known exposure")
+    actions: dict[str, AccountActions] = Field(default_factory=dict, description="per account")
+    evaluate_every_s: float = Field(30.0, gt=0, description="re-evaluate every account this often")
+
+
+class BusSettings(_Section):
+    """Event intake over NATS JetStream (off unless a URL is given)."""
+
+    nats_url: str | None = None
+    stream: str = "TRADEGUARD_EVENTS"
+    durable: str = "tradeguard-intake"
+
+
+class AuditSettings(_Section):
+    """Where the Ed25519 audit key lives (TRADEGUARD_AUDIT_KEY in the environment wins)."""
+
+    key_file: Path = Path("var/audit_ed25519.pem")
+
+
 class Settings(BaseSettings):
     """Everything `tradeguard serve` reads at start-up; unknown keys are errors."""
 
@@ -105,6 +169,9 @@ class Settings(BaseSettings):
     feed: FeedSettings = Field(default_factory=FeedSettings)
     external: ExternalSettings = Field(default_factory=ExternalSettings)
     market: MarketGuardConfig = Field(default_factory=MarketGuardConfig)
+    portfolio: PortfolioSettings = Field(default_factory=PortfolioSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("pairs")
     @classmethod

@@ -1,0 +1,241 @@
+"""NATS JetStream intake throughput and latency: publish N events, consume them with NatsIntake into a store.
+
+Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode live|backlog]
+       [--store sqlite|postgresql] [--batch 500] [--no-uvloop]
+
+- live (default): a separate publisher process publishes while the intake consumes (as bots would), at
+  `--rate` events/s (0 = as fast as JetStream acks them, with up to 4,000 publishes in flight). Each event's
+  `ts` is its publish time, so publish->stored latency = the time the intake's on_events callback sees it
+  (after the commit and the acks) minus `ts`.
+- backlog: publish everything first, then time the intake draining the stream (consumer-only throughput).
+
+Needs NATS with JetStream on 127.0.0.1:4222 (and PostgreSQL on 127.0.0.1:5432 for --store postgresql).
+Events are spread over 10 accounts x 5 bots, types equity/positions/balance/trade in turn. Each run uses
+its own stream and a fresh temporary database, both deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+from psycopg import sql
+
+from tradeguard.adapters.bus import NatsIntake, subject_for
+from tradeguard.adapters.store.event_log import EventLog, equity_history, events
+from tradeguard.adapters.store.schema import metadata
+from tradeguard.adapters.store.store import create_store_engine
+from tradeguard.core.events import Event
+
+NATS_URL = "nats://127.0.0.1:4222"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+ACCOUNTS = [f"acct{i}" for i in range(10)]
+TYPES = ("equity", "positions", "balance", "trade")
+
+
+def envelope(i: int, ts: datetime) -> dict[str, Any]:
+    kind = TYPES[i % len(TYPES)]
+    payload: dict[str, Any] = {
+        "equity": {"total_equity": 10_000.0 + i % 977, "currency": "USDT"},
+        "positions": {
+            "positions": [
+                {"symbol": "BTC/USDT:USDT", "side": "long", "contracts": 0.01, "markPrice": 60_000.0},
+                {"symbol": "ETH/USDT:USDT", "side": "short", "contracts": 0.2, "markPrice": 3_000.0},
+            ]
+        },
+        "balance": {"total": {"USDT": 5_000.0 + i % 101, "BTC": 0.01}},
+        "trade": {
+            "symbol": "SOL/USDT",
+            "side": "sell",
+            "amount": 1.5,
+            "price": 150.0,
+            "realized_pnl": 2.5,
+            "closed_at": ts.isoformat(),
+        },
+    }[kind]
+    return {
+        "id": f"ev-{i:09d}",
+        "type": kind,
+        "account": ACCOUNTS[i % len(ACCOUNTS)],
+        "exchange": "binance" if i % 3 else "okx",
+        "bot": f"bot{i % 5}",
+        "ts": ts.isoformat(),
+        "payload": payload,
+    }
+
+
+async def publish(n: int, subject: str, rate: float) -> tuple[float, float]:
+    """Publish n events (with Nats-Msg-Id) and wait for every JetStream ack; (seconds, CPU seconds)."""
+    cpu = time.process_time()
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    start = time.perf_counter()
+    try:
+        for i in range(n):
+            if rate > 0:
+                ahead = start + i / rate - time.perf_counter()
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
+            item = envelope(i, datetime.now(UTC))
+            await js.publish_async(
+                subject_for(item["account"], subject),
+                json.dumps(item).encode(),
+                headers={"Nats-Msg-Id": f"{item['account']}|{item['id']}"},
+            )
+        await asyncio.wait_for(js.publish_async_completed(), 120)
+        return time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        await nc.close()
+
+
+def publisher_process(n: int, subject: str, rate: float, uvloop: bool, result: Any) -> None:
+    runner = _runner(uvloop)
+    result.put(runner(publish(n, subject, rate)))
+
+
+def _runner(uvloop: bool) -> Any:
+    if uvloop:
+        try:
+            import uvloop as uv
+
+            return uv.run
+        except ImportError:
+            pass
+    return asyncio.run
+
+
+def report_publish(n: int, result: tuple[float, float]) -> None:
+    seconds, cpu = result
+    print(
+        f"published {n:,} events in {seconds:.2f} s ({n / seconds:,.0f}/s); "
+        f"publisher CPU {cpu / n * 1e6:.0f} us/event"
+    )
+
+
+class Recorder:
+    """on_events: when each event became durable and acknowledged, as latency from its `ts`."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.latencies: list[float] = []
+        self.first: float | None = None
+        self.last: float | None = None
+        self.done = asyncio.Event()
+
+    async def __call__(self, stored: list[Event]) -> None:
+        now = time.time()
+        mono = time.perf_counter()
+        self.first = self.first or mono
+        self.last = mono
+        self.latencies.extend(now - e.ts.timestamp() for e in stored)
+        if len(self.latencies) >= self.n:
+            self.done.set()
+
+
+async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
+    stream, subject = f"BENCH_{tag}", f"bench.{tag}.events.>"
+    engine = create_store_engine(url)
+    metadata.create_all(engine, tables=[events, equity_history])
+    recorder = Recorder(args.events)
+    intake = NatsIntake(
+        NATS_URL,
+        EventLog(engine),
+        recorder,
+        stream=stream,
+        subject=subject,
+        durable="bench",
+        batch=args.batch,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    result = ctx.Queue()
+    publisher = ctx.Process(
+        target=publisher_process, args=(args.events, subject, args.rate, args.uvloop, result), daemon=True
+    )
+    try:
+        if args.mode == "backlog":
+            nc = await nats.connect(NATS_URL)
+            await intake.ensure_stream(nc.jetstream())
+            await nc.close()
+            publisher.start()
+            report_publish(args.events, await asyncio.to_thread(result.get))
+            start, cpu = time.perf_counter(), time.process_time()
+            await intake.start()
+        else:
+            await intake.start()
+            await asyncio.wait_for(intake.ready.wait(), 10)
+            start, cpu = time.perf_counter(), time.process_time()
+            publisher.start()
+        await asyncio.wait_for(recorder.done.wait(), 600)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if args.mode == "live":
+            report_publish(args.events, await asyncio.to_thread(result.get))
+        c = intake.counters
+        stored_span = (recorder.last or 0) - (recorder.first or 0)
+        print(
+            f"stored {c.stored:,} events (received {c.received:,}, duplicates {c.duplicates}, rejected "
+            f"{c.rejected}, store failures {c.store_failures}) in {elapsed:.2f} s: {c.stored / elapsed:,.0f} "
+            f"events/s end to end; {c.stored / stored_span:,.0f} events/s between the first and last commit"
+        )
+        print(
+            f"intake process CPU: {cpu:.2f} s = {cpu / c.stored * 1e6:.0f} us/event "
+            f"(one core's worth: {c.stored / cpu:,.0f} events/s)"
+        )
+        if args.mode == "live":
+            lat = sorted(recorder.latencies)
+            p50 = statistics.median(lat) * 1e3
+            p99 = lat[int(0.99 * (len(lat) - 1))] * 1e3
+            print(f"publish->stored latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
+    finally:
+        await intake.stop()
+        publisher.join(timeout=10)
+        nc = await nats.connect(NATS_URL)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="publish rate, events/s (0: as fast as acked)"
+    )
+    parser.add_argument("--mode", choices=("live", "backlog"), default="live")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    args = parser.parse_args()
+    tag = secrets.token_hex(4)
+    print(
+        f"{args.events:,} events, mode {args.mode}, store {args.store}, fetch batch {args.batch}, "
+        f"rate {'max' if not args.rate else f'{args.rate:,.0f}/s'}, uvloop {args.uvloop}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.store == "sqlite":
+            _runner(args.uvloop)(consume(args, f"sqlite:///{Path(tmp) / 'bench.db'}", tag))
+            return
+        name = f"tradeguard_bench_{tag}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            _runner(args.uvloop)(consume(args, f"postgresql://postgres@127.0.0.1:5432/{name}", tag))
+        finally:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    main()

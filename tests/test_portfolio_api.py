@@ -1,0 +1,203 @@
+"""Portfolio guard over HTTP, composed as `serve` composes it: events in, risk out, tenancy on every route."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service_kit import ScriptedFeed, make_frames
+from tradeguard.adapters.store import Store
+from tradeguard.cli.main import main
+from tradeguard.service.app import create_app
+from tradeguard.service.engine import Engine
+from tradeguard.service.kernel import build_portfolio
+from tradeguard.service.metrics import Metrics
+from tradeguard.service.settings import Settings
+
+ACCOUNT_ROUTES = [
+    "/v1/portfolio",
+    "/v1/portfolio/drawdown",
+    "/v1/portfolio/correlation",
+    "/v1/portfolio/liquidation",
+    "/v1/breakers",
+    "/v1/trading-state",
+    "/v1/audit",
+]
+
+
+@pytest.fixture
+def api(tmp_path):
+    settings = Settings.load(
+        store_url=f"sqlite:///{tmp_path / 'p.db'}",
+        external={"enabled": False},
+        audit={"key_file": tmp_path / "audit.pem"},
+        refresh_interval_s=3600.0,
+    )
+    store = Store.open(settings.store_url)
+    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
+    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
+    now = datetime.now(UTC)
+    keys = {
+        name: store.create_key(account, scope, now=now).token
+        for name, (account, scope) in {
+            "bot_a": ("alpha", "bot"),
+            "read_a": ("alpha", "read"),
+            "op_a": ("alpha", "operator"),
+            "bot_b": ("beta", "bot"),
+            "admin": ("ops", "admin"),
+        }.items()
+    }
+    with TestClient(app) as client:
+        yield client, keys, settings
+    store.close()
+
+
+def h(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def envelope(i: int, type_: str, payload: dict, ts: datetime, account: str = "alpha") -> dict:
+    return {
+        "id": f"{account}-{i}",
+        "type": type_,
+        "account": account,
+        "exchange": "binance",
+        "bot": "ft1",
+        "ts": ts.isoformat(),
+        "payload": payload,
+    }
+
+
+def post(client: TestClient, token: str, events: list[dict]):
+    return client.post("/v1/events", json={"events": events}, headers=h(token))
+
+
+def test_events_drive_portfolio_breakers_and_audit(api, tmp_path):
+    client, keys, settings = api
+    t = datetime.now(UTC) - timedelta(seconds=60)
+    r = post(
+        client,
+        keys["bot_a"],
+        [
+            envelope(1, "equity", {"total_equity": 10_000, "currency": "USDT"}, t),
+            envelope(
+                2,
+                "positions",
+                {
+                    "positions": [
+                        {"symbol": "BTC/USDT:USDT", "side": "long", "contracts": 0.5, "markPrice": 60_000}
+                    ]
+                },
+                t,
+            ),
+        ],
+    )
+    assert r.status_code == 202 and r.json()["accepted"] == ["alpha-1", "alpha-2"]
+    body = client.get("/v1/portfolio", headers=h(keys["read_a"])).json()
+    assert body["account"] == "alpha" and body["leverage"] == pytest.approx(3.0)
+    assert body["trading_state"] == "ACTIVE"
+
+    r = post(
+        client,
+        keys["bot_a"],
+        [envelope(3, "equity", {"total_equity": 7_500, "currency": "USDT"}, t + timedelta(seconds=30))],
+    )
+    assert r.status_code == 202
+    breakers = {b["id"]: b for b in client.get("/v1/breakers", headers=h(keys["read_a"])).json()["breakers"]}
+    assert breakers["global_drawdown"]["state"] == "open" and breakers["drawdown"]["state"] == "open"
+    state = client.get("/v1/trading-state", headers=h(keys["read_a"])).json()
+    assert state["state"] == "HALTED" and "global_drawdown" in state["decided_by"]
+    dd = client.get("/v1/portfolio/drawdown", headers=h(keys["read_a"])).json()["drawdown"]
+    assert dd["global_drawdown"]["drawdown_pct"] == pytest.approx(25.0)
+
+    assert client.post("/v1/breakers/global_drawdown/reset", headers=h(keys["read_a"])).status_code == 403
+    reset = client.post("/v1/breakers/global_drawdown/reset", headers=h(keys["op_a"]))
+    assert reset.status_code == 200 and reset.json()["breaker"]["state"] == "closed"
+    assert client.post("/v1/breakers/nope/reset", headers=h(keys["op_a"])).status_code == 404
+
+    assert (
+        client.post(
+            "/v1/kill-switch", json={"engaged": True, "reason": "drill"}, headers=h(keys["op_a"])
+        ).status_code
+        == 200
+    )
+    assert client.get("/v1/trading-state", headers=h(keys["read_a"])).json()["state"] == "HALTED"
+
+    records = client.get("/v1/audit", headers=h(keys["read_a"])).json()["records"]
+    types = [r["type"] for r in records]
+    assert "risk.breaker.transition" in types and "risk.kill_switch" in types
+    key = client.get("/v1/audit/public-key", headers=h(keys["read_a"])).json()
+    assert key["algorithm"] == "Ed25519"
+    pem = tmp_path / "audit.pub"
+    pem.write_text(key["public_key_pem"])
+    assert main(["audit", "verify", "--db", settings.store_url, "--public-key", str(pem)]) == 0
+
+
+def test_tenancy_on_every_account_route(api):
+    client, keys, _ = api
+    for route in ACCOUNT_ROUTES:
+        r = client.get(route, params={"account": "beta"}, headers=h(keys["read_a"]))
+        assert r.status_code == 403, route
+        assert client.get(route, params={"account": "beta"}, headers=h(keys["admin"])).status_code == 200, (
+            route
+        )
+        assert client.get(route).status_code == 401, route
+    r = post(
+        client,
+        keys["bot_a"],
+        [envelope(1, "equity", {"total_equity": 1, "currency": "USDT"}, datetime.now(UTC), account="beta")],
+    )
+    assert r.status_code == 403
+    assert (
+        client.post(
+            "/v1/breakers/drawdown/reset", params={"account": "beta"}, headers=h(keys["op_a"])
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/v1/kill-switch", json={"engaged": True, "account": "beta"}, headers=h(keys["op_a"])
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/v1/kill-switch", json={"engaged": True, "account": "*"}, headers=h(keys["op_a"])
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/v1/kill-switch", json={"engaged": False, "account": "*"}, headers=h(keys["admin"])
+        ).status_code
+        == 200
+    )
+
+
+def test_portfolio_survives_a_restart(api, tmp_path):
+    client, keys, settings = api
+    t = datetime.now(UTC) - timedelta(hours=1)
+    post(
+        client,
+        keys["bot_a"],
+        [
+            envelope(1, "equity", {"total_equity": 10_000, "currency": "USDT"}, t),
+            envelope(2, "equity", {"total_equity": 7_000, "currency": "USDT"}, t + timedelta(minutes=30)),
+        ],
+    )
+    client.close()
+    store = Store.open(settings.store_url)
+    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
+    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
+    with TestClient(app) as again:
+        deadline = time.monotonic() + 5
+        while "alpha" not in app.state.portfolio.risk and time.monotonic() < deadline:
+            time.sleep(0.02)
+        state = again.get("/v1/trading-state", headers=h(keys["read_a"])).json()
+        assert state["state"] == "HALTED"  # the global drawdown breaker and the equity path came back
+        dd = again.get("/v1/portfolio/drawdown", headers=h(keys["read_a"])).json()["drawdown"]
+        assert dd["global_drawdown"]["drawdown_pct"] == pytest.approx(30.0)
+    store.close()
