@@ -99,6 +99,14 @@ def test_events_drive_portfolio_breakers_and_audit(api, tmp_path):
     body = client.get("/v1/portfolio", headers=h(keys["read_a"])).json()
     assert body["account"] == "alpha" and body["leverage"] == pytest.approx(3.0)
     assert body["trading_state"] == "ACTIVE"
+    post(
+        client,
+        keys["bot_b"],
+        [envelope(9, "equity", {"total_equity": 10_000, "currency": "USDT"}, t, account="beta")],
+    )
+    fleet = client.get("/v1/portfolio", headers=h(keys["admin"])).json()
+    assert fleet["account"] is None and set(fleet["accounts"]) == {"alpha", "beta"}
+    assert fleet["total_equity"] == 20_000 and fleet["leverage"] == pytest.approx(1.5)
 
     r = post(
         client,

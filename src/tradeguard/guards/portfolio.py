@@ -276,6 +276,17 @@ class PortfolioGuard:
             states.values(), engaged, probe_size_fraction=self.policy.breaker.probe_size_fraction
         )
 
+    def fleet_exposure(self) -> ExposureReport:
+        """Exposure of every account together: the fleet view (leverage adds up across accounts too)."""
+        events = [e for book in self.books.values() for e in book.events()]
+        return aggregate_exposure(
+            venue_states(events),
+            self.base_asset,
+            self.clock(),
+            self.policy.exposure,
+            settle_currency=self.settle_currency,
+        )
+
     # --- operator actions ------------------------------------------------------------------------------
 
     async def reset_breaker(self, account: str, breaker_id: str, by: str) -> brk.BreakerState:

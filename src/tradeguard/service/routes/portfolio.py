@@ -50,8 +50,16 @@ async def _risk(request: Request, principal: Principal, account: str | None) -> 
     return risk if risk is not None else await guard.evaluate(name)
 
 
-@router.get("/portfolio", summary="Aggregate exposure, leverage and per-asset net exposure of an account")
+@router.get(
+    "/portfolio",
+    summary="Exposure, leverage and per-asset net exposure of an account (admin without account: the fleet)",
+)
 async def portfolio(request: Request, principal: Reader, account: AccountQuery = None) -> Response:
+    if account is None and principal.scope == "admin":
+        fleet = _guard(request).fleet_exposure().model_dump(mode="json")
+        return _json(
+            {"account": None, "evaluated_at": fleet["as_of"], **fleet["fleet"], "accounts": fleet["accounts"]}
+        )
     risk = await _risk(request, principal, account)
     body = risk.exposure.model_dump(mode="json")
     summary = body["accounts"].get(risk.account) or body["fleet"]
