@@ -223,3 +223,31 @@ def test_correlated_strategies_trip_the_correlation_breaker(state):
     risk = g.risk["acme"]
     assert risk.readings["correlation"] == pytest.approx(1.0, abs=1e-6)
     assert risk.breakers["correlation"].state == "open"
+
+
+def test_snapshots_audit_exposure_and_correlation(state):
+    clock, audit = Clock(), Audit()
+    g = guard(state, clock, audit)
+    events = [equity(10_000, T0)]
+    for i in range(60):
+        end = T0 + timedelta(minutes=15 * (i + 1))
+        for strategy, sign in (("a", 1), ("b", -1)):
+            events.append(
+                event(
+                    "strategy_return",
+                    {
+                        "strategy": strategy,
+                        "period_end": end.isoformat(),
+                        "return": sign * (0.01 if i % 2 else -0.005),
+                    },
+                    end,
+                )
+            )
+    clock.now = T0 + timedelta(minutes=15 * 61)
+    events.append(equity(10_000, clock.now))  # a venue heard from recently (else it is stale, left out)
+    run(g.on_events(events))
+    run(g.snapshot("acme"))
+    snap = next(p for t, _, p in audit.records if t == "risk.aggregate_snapshot")
+    assert snap["exposure"]["total_equity"] == 10_000 and snap["trading_state"] == "ACTIVE"
+    matrix = next(p for t, _, p in audit.records if t == "risk.correlation_matrix")
+    assert matrix["current"]["a"]["b"] == pytest.approx(-1.0)

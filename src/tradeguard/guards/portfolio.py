@@ -287,6 +287,37 @@ class PortfolioGuard:
             settle_currency=self.settle_currency,
         )
 
+    async def snapshot(self, account: str) -> None:
+        """Audit the account's aggregate exposure and correlation matrix as they stand (periodic evidence)."""
+        risk = self.risk.get(account)
+        if risk is None:
+            return
+        summary = risk.exposure.accounts.get(account)
+        await self._audit(
+            "risk.aggregate_snapshot",
+            account,
+            {
+                "exposure": summary.model_dump(mode="json") if summary else None,
+                "trading_state": risk.trading.state,
+                "readings": _finite(risk.readings),
+            },
+            risk.evaluated_at,
+        )
+        corr = risk.correlation
+        if corr.strategies:
+            await self._audit(
+                "risk.correlation_matrix",
+                account,
+                {
+                    "current": corr.current,
+                    "fast": corr.fast,
+                    "slow": corr.slow,
+                    "excluded": [s.strategy for s in corr.excluded],
+                    "early_warning": corr.early_warning,
+                },
+                risk.evaluated_at,
+            )
+
     # --- operator actions ------------------------------------------------------------------------------
 
     async def reset_breaker(self, account: str, breaker_id: str, by: str) -> brk.BreakerState:

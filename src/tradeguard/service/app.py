@@ -59,7 +59,11 @@ def create_app(
             await restore_portfolio(portfolio)
             if portfolio.intake is not None:
                 await portfolio.intake.start()
-            ticker = asyncio.create_task(_tick(portfolio.guard, settings.portfolio.evaluate_every_s))
+            ticker = asyncio.create_task(
+                _tick(
+                    portfolio.guard, settings.portfolio.evaluate_every_s, settings.portfolio.snapshot_every_s
+                )
+            )
         try:
             yield
         finally:
@@ -118,12 +122,19 @@ async def restore_portfolio(parts: PortfolioParts) -> None:
         log.info("restored %d events of account %s", len(stored), account)
 
 
-async def _tick(guard: PortfolioGuard, every_s: float) -> None:
-    """Re-evaluate every account on a timer, so breakers cool down and close without new events."""
+async def _tick(guard: PortfolioGuard, every_s: float, snapshot_every_s: float) -> None:
+    """Re-evaluate every account on a timer (breakers cool down without new events); audit snapshots."""
+    loop = asyncio.get_running_loop()
+    next_snapshot = loop.time() + snapshot_every_s
     while True:
         await asyncio.sleep(every_s)
+        snapshot = loop.time() >= next_snapshot
+        if snapshot:
+            next_snapshot = loop.time() + snapshot_every_s
         for account in list(guard.books):
             try:
                 await guard.evaluate(account)
+                if snapshot:
+                    await guard.snapshot(account)
             except Exception:  # one account's failure must not stop the others' breakers
                 log.exception("evaluating account %s failed", account)

@@ -135,6 +135,7 @@ class PortfolioSettings(_Section):
     conservative: bool = Field(False, description="keep counting a stale venue's last known exposure")
     actions: dict[str, AccountActions] = Field(default_factory=dict, description="per account")
     evaluate_every_s: float = Field(30.0, gt=0, description="re-evaluate every account this often")
+    snapshot_every_s: float = Field(300.0, gt=0, description="audit exposure and correlation this often")
 
 
 class BusSettings(_Section):
