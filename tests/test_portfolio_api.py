@@ -209,3 +209,42 @@ def test_portfolio_survives_a_restart(api, tmp_path):
         dd = again.get("/v1/portfolio/drawdown", headers=h(keys["read_a"])).json()["drawdown"]
         assert dd["global_drawdown"]["drawdown_pct"] == pytest.approx(30.0)
     store.close()
+
+
+def test_pull_mode_polls_positions_into_the_portfolio(tmp_path):
+    from tests.fakes.fake_binance_futures import FakeBinanceFutures
+
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    with FakeBinanceFutures(now_ms=now_ms, api_key="readonly", wallet={"USDT": 10_000.0}) as fake:
+        fake.set_position("BTCUSDT", 0.5, 30_000.0, 31_000.0, leverage=5, liquidation_price=12_500.0)
+        pull = {
+            "exchange": "binance",
+            "api_key": "readonly",
+            "secret": "s",
+            "api_url": fake.url,
+            "interval_s": 0.2,
+        }
+        settings = Settings.load(
+            store_url=f"sqlite:///{tmp_path / 'pull.db'}",
+            external={"enabled": False},
+            audit={"key_file": tmp_path / "audit.pem"},
+            refresh_interval_s=3600.0,
+            portfolio={"pull": {"gamma": [pull]}},
+        )
+        store = Store.open(settings.store_url)
+        engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
+        app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
+        token = store.create_key("gamma", "read", now=datetime.now(UTC)).token
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 10
+            body: dict = {}
+            while time.monotonic() < deadline:
+                body = client.get("/v1/portfolio", headers=h(token)).json()
+                if body.get("gross_notional"):
+                    break
+                time.sleep(0.1)
+            assert body["gross_notional"] == pytest.approx(15_500.0)
+            assert set(body["assets"]) == {"BTC"}
+            liq = client.get("/v1/portfolio/liquidation", headers=h(token)).json()
+            assert liq["exchanges"]["binance"]["positions"][0]["exchange_liquidation_price"] == 12_500.0
+        store.close()

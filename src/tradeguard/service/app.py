@@ -7,17 +7,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
 
 from tradeguard import __version__
 from tradeguard.adapters.bus.nats_intake import NatsIntake
+from tradeguard.adapters.exchange_poller import ExchangePoller
 from tradeguard.adapters.signing_key import AuditKey
 from tradeguard.adapters.status import SourceStatus
 from tradeguard.adapters.store import AuditLog, EventLog
+from tradeguard.core.events import Event
 from tradeguard.guards.portfolio import HISTORY, PortfolioGuard
 from tradeguard.service import problems
 from tradeguard.service.auth import Authenticator, KeyVerifier
@@ -37,6 +39,13 @@ class PortfolioParts:
     audit_log: AuditLog
     audit_key: AuditKey
     intake: NatsIntake | None = None
+    pollers: list[ExchangePoller] = field(default_factory=list)
+
+    async def store_and_apply(self, events: list[Event]) -> None:
+        """Pull mode: store polled events (idempotent by id), then hand the new ones to the guard."""
+        result = await asyncio.to_thread(self.event_log.store_batch, events, datetime.now(UTC))
+        if result.accepted:
+            await self.guard.on_events(result.accepted)
 
 
 def create_app(
@@ -55,10 +64,12 @@ def create_app(
         if start_engine:
             await engine.start()
         ticker = None
+        polling: list[asyncio.Task[None]] = []
         if portfolio is not None:
             await restore_portfolio(portfolio)
             if portfolio.intake is not None:
                 await portfolio.intake.start()
+            polling = [asyncio.create_task(p.run(portfolio.store_and_apply)) for p in portfolio.pollers]
             ticker = asyncio.create_task(
                 _tick(
                     portfolio.guard, settings.portfolio.evaluate_every_s, settings.portfolio.snapshot_every_s
@@ -68,9 +79,12 @@ def create_app(
             yield
         finally:
             if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                for task in (ticker, *polling):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                for poller in portfolio.pollers:
+                    await poller.close()
             if portfolio is not None and portfolio.intake is not None:
                 await portfolio.intake.stop()
             if start_engine:
@@ -109,8 +123,11 @@ log = logging.getLogger(__name__)
 
 def _statuses(engine: Engine, portfolio: PortfolioParts | None) -> Iterator[SourceStatus]:
     yield from engine.statuses()
-    if portfolio is not None and portfolio.intake is not None:
-        yield portfolio.intake.status
+    if portfolio is not None:
+        if portfolio.intake is not None:
+            yield portfolio.intake.status
+        for poller in portfolio.pollers:
+            yield poller.status
 
 
 async def restore_portfolio(parts: PortfolioParts) -> None:

@@ -11,6 +11,7 @@ from tradeguard.adapters.actions import TripAction
 from tradeguard.adapters.actions.cancel_orders import CancelOpenOrders
 from tradeguard.adapters.actions.freqtrade import PauseFreqtrade
 from tradeguard.adapters.bus.nats_intake import NatsIntake
+from tradeguard.adapters.exchange_poller import ExchangePoller
 from tradeguard.adapters.external_files import load_external
 from tradeguard.adapters.feeds.base import CandleFeed
 from tradeguard.adapters.feeds.ccxt_live import CcxtLiveFeed
@@ -176,7 +177,22 @@ def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
             stream=settings.bus.stream,
             durable=settings.bus.durable,
         )
-    return PortfolioParts(guard, event_log, audit_log, key, intake)
+    pollers = [
+        ExchangePoller(
+            account,
+            pull.exchange,
+            pull.api_key.get_secret_value(),
+            pull.secret.get_secret_value(),
+            password=pull.password.get_secret_value() if pull.password else None,
+            market_types=tuple(pull.market_types),
+            interval_s=pull.interval_s,
+            currency=pull.currency,
+            api_url=pull.api_url,
+        )
+        for account, pulls in p.pull.items()
+        for pull in pulls
+    ]
+    return PortfolioParts(guard, event_log, audit_log, key, intake, pollers)
 
 
 def build_service(settings: Settings) -> Service:

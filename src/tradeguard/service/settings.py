@@ -114,6 +114,19 @@ class ExchangeAccount(_Section):
     symbols: list[str] | None = None
 
 
+class PullAccount(_Section):
+    """Read-only exchange keys polled for balances and positions (pull mode)."""
+
+    exchange: str
+    api_key: SecretStr
+    secret: SecretStr
+    password: SecretStr | None = None
+    market_types: list[Literal["spot", "swap", "future"]] = Field(default_factory=lambda: ["swap"])
+    interval_s: float = Field(15.0, gt=0)
+    currency: str = "USDT"
+    api_url: str | None = Field(None, description="override the exchange REST base URL (tests, proxies)")
+
+
 class AccountActions(_Section):
     """What happens to an account's bots and orders when one of its breakers trips."""
 
@@ -134,6 +147,7 @@ class PortfolioSettings(_Section):
     venue_stale_after_s: float = Field(120.0, gt=0, description="a venue not heard from this long is stale")
     conservative: bool = Field(False, description="keep counting a stale venue's last known exposure")
     actions: dict[str, AccountActions] = Field(default_factory=dict, description="per account")
+    pull: dict[str, list[PullAccount]] = Field(default_factory=dict, description="per account: keys to poll")
     evaluate_every_s: float = Field(30.0, gt=0, description="re-evaluate every account this often")
     snapshot_every_s: float = Field(300.0, gt=0, description="audit exposure and correlation this often")
 
