@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Iterator
@@ -23,16 +22,13 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 import rfc8785
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives import serialization
-from psycopg import sql
 
-from tests.conftest import require
 from tradeguard.adapters import signing_key
 from tradeguard.adapters.signing_key import AUDIT_KEY_ENV, AuditKey, load_public_key, load_signing_key
 from tradeguard.adapters.store import Store
@@ -45,7 +41,6 @@ from tradeguard.core import audit
 from tradeguard.core.audit import AuditEvent, AuditIntegrityError, AuditRecord, ChainHead, verify_chain
 from tradeguard.errors import DataNotFoundError, InputError
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TYPES = (audit.PORTFOLIO_CHECK, audit.DRAWDOWN_ALERT, audit.BREAKER_TRANSITION, audit.KILL_SWITCH)
 
@@ -431,31 +426,6 @@ def test_public_key_export(tmp_path: Path) -> None:
 
 
 # the store, on SQLite and PostgreSQL
-
-
-@pytest.fixture(scope="session")
-def postgres_error() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN):
-            return None
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_error: str | None) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'tradeguard.db'}"
-        return
-    require(postgres_error is None, f"PostgreSQL not reachable on 127.0.0.1:5432: {postgres_error}")
-    name = f"tradeguard_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

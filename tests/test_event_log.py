@@ -7,21 +7,16 @@ test; when PostgreSQL is not reachable on 127.0.0.1:5432 they skip locally and f
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from psycopg import sql
 
-from tests.conftest import require
 from tradeguard.adapters.store import Store
 from tradeguard.adapters.store import event_log as event_log_module
 from tradeguard.adapters.store.event_log import BatchRejected, EventLog, equity_history, events
@@ -29,43 +24,16 @@ from tradeguard.adapters.store.schema import metadata
 from tradeguard.adapters.store.store import create_store_engine
 from tradeguard.core.events import Event
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 RECEIVED = datetime(2024, 3, 1, 12, 0, 5, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 TABLES = ("events", "equity_history")
 
 
-@pytest.fixture(scope="session")
-def postgres_error() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN):
-            return None
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_error: str | None) -> Iterator[str]:
-    """A URL of an empty database on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'tradeguard.db'}"
-        return
-    require(postgres_error is None, f"PostgreSQL not reachable on 127.0.0.1:5432: {postgres_error}")
-    name = f"tradeguard_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
+def engine(store_url: str) -> Iterator[sa.Engine]:
     """An engine whose database holds the event tables (created from the metadata, not the migrations)."""
-    engine = create_store_engine(db_url)
+    engine = create_store_engine(store_url)
     metadata.create_all(engine, tables=[events, equity_history])
     yield engine
     engine.dispose()
@@ -256,8 +224,8 @@ def test_latest_by_type_per_exchange_and_bot(log: EventLog) -> None:
     assert log.latest_by_type("acme", "trade") == []
 
 
-def test_concurrent_overlapping_writers_store_each_event_once(db_url: str, engine: sa.Engine) -> None:
-    logs = [EventLog(create_store_engine(db_url)) for _ in range(3)]
+def test_concurrent_overlapping_writers_store_each_event_once(store_url: str, engine: sa.Engine) -> None:
+    logs = [EventLog(create_store_engine(store_url)) for _ in range(3)]
     errors: list[BaseException] = []
     results: list[tuple[list[str], list[str]]] = []
     lock = threading.Lock()
@@ -301,8 +269,8 @@ def _table_of(diff: Any) -> str | None:
     return diff[2] if len(diff) > 2 and isinstance(diff[2], str) else None
 
 
-def test_the_migrations_create_exactly_these_tables(db_url: str) -> None:
-    with Store.open(db_url) as store, store.engine.connect() as conn:
+def test_the_migrations_create_exactly_these_tables(store_url: str) -> None:
+    with Store.open(store_url) as store, store.engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
         log = EventLog(store.engine)

@@ -7,7 +7,6 @@ reachable on 127.0.0.1:5432 they skip locally and fail under CI=true.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,20 +14,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from psycopg import sql
 
-from tests.conftest import require
 from tradeguard.adapters.store import SCOPES, Store
 from tradeguard.adapters.store import store as store_module
 from tradeguard.adapters.store.schema import accounts, api_keys, assessments, metadata
 from tradeguard.errors import InputError
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
@@ -40,33 +35,6 @@ def head_revision() -> str:
     from tradeguard.adapters.store.store import alembic_config
 
     return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
-
-
-@pytest.fixture(scope="session")
-def postgres_error() -> str | None:
-    """None when the local PostgreSQL accepts connections, else why not."""
-    try:
-        with psycopg.connect(PG_ADMIN):
-            return None
-    except psycopg.Error as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_error: str | None) -> Iterator[str]:
-    """A URL of an empty database on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'tradeguard.db'}"
-        return
-    require(postgres_error is None, f"PostgreSQL not reachable on 127.0.0.1:5432: {postgres_error}")
-    name = f"tradeguard_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
