@@ -33,10 +33,14 @@ import psycopg
 from psycopg import sql
 
 from tradeguard.adapters.bus import NatsIntake, subject_for
+from tradeguard.adapters.leverage_tiers import load_snapshot
+from tradeguard.adapters.markets import BaseAssetResolver
 from tradeguard.adapters.store.event_log import EventLog, equity_history, events
+from tradeguard.adapters.store.guard_state import GuardState, breaker_states, kill_switches
 from tradeguard.adapters.store.schema import metadata
 from tradeguard.adapters.store.store import create_store_engine
 from tradeguard.core.events import Event
+from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
 
 NATS_URL = "nats://127.0.0.1:4222"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -143,11 +147,34 @@ class Recorder:
             self.done.set()
 
 
+class GuardedRecorder(Recorder):
+    """on_events through the portfolio guard: latency runs to the breaker decision of the batch."""
+
+    def __init__(self, n: int, guard: PortfolioGuard) -> None:
+        super().__init__(n)
+        self.guard = guard
+
+    async def __call__(self, stored: list[Event]) -> None:
+        await self.guard.on_events(stored)
+        await super().__call__(stored)
+
+
 async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
     stream, subject = f"BENCH_{tag}", f"bench.{tag}.events.>"
     engine = create_store_engine(url)
-    metadata.create_all(engine, tables=[events, equity_history])
+    metadata.create_all(engine, tables=[events, equity_history, breaker_states, kill_switches])
     recorder = Recorder(args.events)
+    if args.guard:
+        resolver = BaseAssetResolver()
+        guard = PortfolioGuard(
+            PortfolioPolicy(),
+            GuardState(engine),
+            lambda: datetime.now(UTC),
+            base_asset=resolver,
+            settle_currency=resolver.settle_currency,
+            tiers=load_snapshot().tiers,
+        )
+        recorder = GuardedRecorder(args.events, guard)
     intake = NatsIntake(
         NATS_URL,
         EventLog(engine),
@@ -195,7 +222,8 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             lat = sorted(recorder.latencies)
             p50 = statistics.median(lat) * 1e3
             p99 = lat[int(0.99 * (len(lat) - 1))] * 1e3
-            print(f"publish->stored latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
+            what = "breaker decision" if args.guard else "stored"
+            print(f"publish->{what} latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
     finally:
         await intake.stop()
         publisher.join(timeout=10)
@@ -216,6 +244,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("live", "backlog"), default="live")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--guard", action="store_true", help="feed the portfolio guard: latency to its decision"
+    )
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     args = parser.parse_args()
     tag = secrets.token_hex(4)

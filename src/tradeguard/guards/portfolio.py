@@ -67,6 +67,8 @@ class AccountBook:
     equity_ns: list[int] = field(default_factory=list)
     equity: list[float] = field(default_factory=list)
     returns: dict[tuple[str, datetime], StrategyReturnPayload] = field(default_factory=dict)
+    returns_version: int = 0
+    last_return: dict[str, datetime] = field(default_factory=dict)  # strategy -> latest period_end
 
     def add(self, event: Event) -> None:
         key = (event.exchange, event.type)
@@ -74,6 +76,11 @@ class AccountBook:
             payload = event.payload
             assert isinstance(payload, StrategyReturnPayload)
             self.returns[(payload.strategy, payload.period_end)] = payload
+            self.returns_version += 1
+            last = self.last_return.get(payload.strategy)
+            self.last_return[payload.strategy] = (
+                payload.period_end if last is None else max(last, payload.period_end)
+            )
             return
         current = self.latest.get(key)
         if current is None or event.ts >= current.ts:
@@ -150,6 +157,7 @@ class PortfolioGuard:
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._correlation: dict[str, tuple[tuple[int, int, frozenset[str]], CorrelationReport]] = {}
 
     # --- intake ----------------------------------------------------------------------------------------
 
@@ -188,7 +196,7 @@ class PortfolioGuard:
                 settle_currency=self.settle_currency,
             )
             drawdown = self._drawdown(book, now)
-            correlation = correlation_report(list(book.returns.values()), now, self.policy.correlation)
+            correlation = self._correlation_of(account, book, now)
             liquidation = self._liquidation(book, now)
             readings = self._readings(drawdown, correlation, liquidation)
             previous = self.risk.get(account)
@@ -210,6 +218,19 @@ class PortfolioGuard:
             self.risk[account] = risk
         await self._record(account, risk, previous, transitions)
         return risk
+
+    def _correlation_of(self, account: str, book: AccountBook, now: datetime) -> CorrelationReport:
+        """The correlation report, recomputed only when returns arrived, a bucket closed or a strategy fell
+        silent since the last one (it depends on nothing else)."""
+        cfg = self.policy.correlation
+        silent = frozenset(s for s, last in book.last_return.items() if now - last > cfg.silent_after)
+        key = (book.returns_version, int(now.timestamp() // cfg.freq.total_seconds()), silent)
+        cached = self._correlation.get(account)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        report = correlation_report(list(book.returns.values()), now, self.policy.correlation)
+        self._correlation[account] = (key, report)
+        return report
 
     def _drawdown(self, book: AccountBook, now: datetime) -> DrawdownReport | None:
         if not book.equity_ns:
