@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,7 +30,13 @@ from tradeguard.adapters.store.guard_state import FLEET, GuardState
 from tradeguard.core import breakers as brk
 from tradeguard.core.correlation import CorrelationConfig, CorrelationReport, correlation_report
 from tradeguard.core.drawdown import DrawdownConfig, DrawdownReport, drawdown_report
-from tradeguard.core.events import BalancePayload, Event, StrategyReturnPayload
+from tradeguard.core.events import (
+    BalancePayload,
+    EquityPayload,
+    Event,
+    PositionsPayload,
+    StrategyReturnPayload,
+)
 from tradeguard.core.exposure import ExposureConfig, ExposureReport, aggregate_exposure, venue_states
 from tradeguard.core.liquidation import LiquidationReport, Tier, assess_positions
 from tradeguard.core.trading_state import TradingStateDecision, trading_state
@@ -39,6 +45,12 @@ from tradeguard.errors import InputError
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
+P = TypeVar("P", EquityPayload, PositionsPayload, BalancePayload)
+_TYPE_OF: dict[type, str] = {
+    EquityPayload: "equity",
+    PositionsPayload: "positions",
+    BalancePayload: "balance",
+}
 HISTORY = timedelta(days=31)
 
 
@@ -70,11 +82,15 @@ class AccountBook:
     returns_version: int = 0
     last_return: dict[str, datetime] = field(default_factory=dict)  # strategy -> latest period_end
 
+    def payload(self, exchange: str, kind: type[P]) -> P | None:
+        """The latest payload of one type from one exchange (None if it never reported one)."""
+        event = self.latest.get((exchange, _TYPE_OF[kind]))
+        return event.payload if event is not None and isinstance(event.payload, kind) else None
+
     def add(self, event: Event) -> None:
         key = (event.exchange, event.type)
-        if event.type == "strategy_return":
-            payload = event.payload
-            assert isinstance(payload, StrategyReturnPayload)
+        payload = event.payload
+        if isinstance(payload, StrategyReturnPayload):
             self.returns[(payload.strategy, payload.period_end)] = payload
             self.returns_version += 1
             last = self.last_return.get(payload.strategy)
@@ -90,7 +106,9 @@ class AccountBook:
 
     def _record_equity(self, ts: datetime) -> None:
         """Account equity (sum of every venue's latest) as of `ts`, kept in time order."""
-        total = sum(e.payload.total_equity for (_, t), e in self.latest.items() if t == "equity")  # type: ignore[union-attr]
+        total = sum(
+            e.payload.total_equity for e in self.latest.values() if isinstance(e.payload, EquityPayload)
+        )
         t_ns = int(ts.timestamp() * NS)
         i = bisect.bisect_right(self.equity_ns, t_ns)
         if i and self.equity_ns[i - 1] == t_ns:
@@ -245,34 +263,28 @@ class PortfolioGuard:
 
     def _liquidation(self, book: AccountBook, now: datetime) -> dict[str, LiquidationReport]:
         out: dict[str, LiquidationReport] = {}
-        for (exchange, kind), event in book.latest.items():
-            if kind != "positions":
-                continue
-            out[exchange] = assess_positions(
-                event.payload.positions,
-                self._wallet(book, exchange),  # type: ignore[union-attr]
-                self.tiers,
-                exchange,
-                now,
-            )
+        for exchange in sorted({ex for ex, _ in book.latest}):
+            positions = book.payload(exchange, PositionsPayload)
+            if positions is not None:
+                out[exchange] = assess_positions(
+                    positions.positions, self._wallet(book, exchange), self.tiers, exchange, now
+                )
         return out
 
     @staticmethod
     def _wallet(book: AccountBook, exchange: str) -> float | None:
         """Cross wallet balance: a stablecoin balance if reported, else equity minus unrealized PnL."""
-        balance = book.latest.get((exchange, "balance"))
+        balance = book.payload(exchange, BalancePayload)
         if balance is not None:
-            payload = balance.payload
-            assert isinstance(payload, BalancePayload)
             for currency in ("USDT", "USDC", "USD", "BUSD", "FDUSD"):
-                if currency in payload.total:
-                    return payload.total[currency]
-        equity = book.latest.get((exchange, "equity"))
+                if currency in balance.total:
+                    return balance.total[currency]
+        equity = book.payload(exchange, EquityPayload)
         if equity is None:
             return None
-        positions = book.latest.get((exchange, "positions"))
-        upnl = sum(p.unrealizedPnl or 0.0 for p in positions.payload.positions) if positions else 0.0  # type: ignore[union-attr]
-        return equity.payload.total_equity - upnl  # type: ignore[union-attr]
+        positions = book.payload(exchange, PositionsPayload)
+        upnl = sum(p.unrealizedPnl or 0.0 for p in positions.positions) if positions else 0.0
+        return equity.total_equity - upnl
 
     def _readings(
         self, dd: DrawdownReport | None, corr: CorrelationReport, liq: dict[str, LiquidationReport]
