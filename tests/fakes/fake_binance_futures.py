@@ -21,16 +21,13 @@ recorded in :attr:`FakeBinanceFutures.signed_requests`. ``fail_next`` and ``requ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes.fake_binance import DEFAULT_MARKETS, FakeBinance, Response, _api_error
-from tests.fakes.fake_binance_orders import SignedRequest
+from tests.fakes.fake_binance import DEFAULT_MARKETS, Response, _api_error
+from tests.fakes.fake_binance_orders import SignedFakeBinance, SignedRequest
 from tests.fakes.fake_external import _perpetual_info
 
 SIGNED_PATHS = frozenset(
@@ -110,8 +107,10 @@ class FakePosition:
         return self.initial_margin if self.margin_type == "isolated" else 0.0
 
 
-class FakeBinanceFutures(FakeBinance):
+class FakeBinanceFutures(SignedFakeBinance):
     """Fake Binance USDⓈ-M account (balances, positions) behind signed endpoints."""
+
+    private_paths = SIGNED_PATHS
 
     thread_name = "fake-binance-futures"
 
@@ -139,9 +138,6 @@ class FakeBinanceFutures(FakeBinance):
             }
         )
 
-    def _make_server(self) -> _Server:
-        return _Server(self)
-
     # -- scripting -----------------------------------------------------------------------------------
 
     def set_wallet(self, asset: str, balance: float) -> None:
@@ -168,21 +164,6 @@ class FakeBinanceFutures(FakeBinance):
             return [r.path for r in self.signed_requests]
 
     # -- HTTP ----------------------------------------------------------------------------------------
-
-    def handle_signed(self, method: str, path: str, params: dict[str, str], api_key: str | None) -> Response:
-        """Check a signed request's key, timestamp and signature, then answer it like any other."""
-        if path not in SIGNED_PATHS:
-            return self.handle(method, path, params)
-        with self._lock:
-            self.signed_requests.append(SignedRequest(method, path, dict(params), api_key))
-        if api_key != self.api_key:
-            return HTTPStatus.UNAUTHORIZED, {"code": -2014, "msg": "API-key format invalid."}
-        for name in ("timestamp", "signature"):
-            if not params.get(name):
-                return _api_error(
-                    -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-                )
-        return self.handle(method, path, params)
 
     def _exchange_info_futures(self, _params: dict[str, str]) -> Response:
         return HTTPStatus.OK, {
@@ -366,32 +347,3 @@ def _flat_v2(symbol: str, price: float, now_ms: int) -> dict[str, Any]:
         "isolatedWallet": "0",
         "updateTime": 0,
     }
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeBinanceFutures) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        params = dict(parse_qsl(url.query))
-        status, body = self.server.fake.handle_signed(
-            "GET", url.path, params, self.headers.get("X-MBX-APIKEY")
-        )
-        is_text = isinstance(body, str)
-        payload = (body if is_text else json.dumps(body)).encode()
-        self.send_response(int(status))
-        self.send_header("Content-Type", "text/plain" if is_text else "application/json;charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the per-request log line on stderr."""

@@ -47,8 +47,37 @@ class SignedRequest:
     api_key: str | None
 
 
-class FakeBinanceOrders(FakeBinance):
+class SignedFakeBinance(FakeBinance):
+    """A FakeBinance that also serves signed (private) endpoints: `private_paths` need the right
+    `X-MBX-APIKEY` plus `timestamp` and `signature` parameters; every signed call is recorded."""
+
+    private_paths: frozenset[str] = frozenset()
+    api_key: str
+    signed_requests: list[SignedRequest]
+
+    def _make_server(self) -> _Server:
+        return _Server(self)
+
+    def handle_signed(self, method: str, path: str, params: dict[str, str], api_key: str | None) -> Response:
+        """Check a signed request's key, timestamp and signature, then answer it like any other."""
+        if path not in self.private_paths:
+            return self.handle(method, path, params)
+        with self._lock:
+            self.signed_requests.append(SignedRequest(method, path, dict(params), api_key))
+        if api_key != self.api_key:
+            return HTTPStatus.UNAUTHORIZED, {"code": -2014, "msg": "API-key format invalid."}
+        for name in ("timestamp", "signature"):
+            if not params.get(name):
+                return _api_error(
+                    -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+                )
+        return self.handle(method, path, params)
+
+
+class FakeBinanceOrders(SignedFakeBinance):
     """FakeBinance plus open orders that ccxt can list and cancel with signed requests."""
+
+    private_paths = SIGNED_PATHS
 
     thread_name = "fake-binance-orders"
 
@@ -74,9 +103,6 @@ class FakeBinanceOrders(FakeBinance):
         )
         for path in EMPTY_LISTS:
             self.routes[("GET", path)] = lambda _params: (HTTPStatus.OK, [])
-
-    def _make_server(self) -> _Server:
-        return _Server(self)
 
     # -- scripting -----------------------------------------------------------------------------------
 
@@ -115,21 +141,6 @@ class FakeBinanceOrders(FakeBinance):
             return sorted(i for i, o in self.orders.items() if symbol in (None, o["symbol"]))
 
     # -- HTTP ----------------------------------------------------------------------------------------
-
-    def handle_signed(self, method: str, path: str, params: dict[str, str], api_key: str | None) -> Response:
-        """Check a signed request's key, timestamp and signature, then answer it like any other."""
-        if path not in SIGNED_PATHS:
-            return self.handle(method, path, params)
-        with self._lock:
-            self.signed_requests.append(SignedRequest(method, path, dict(params), api_key))
-        if api_key != self.api_key:
-            return HTTPStatus.UNAUTHORIZED, {"code": -2014, "msg": "API-key format invalid."}
-        for name in ("timestamp", "signature"):
-            if not params.get(name):
-                return _api_error(
-                    -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-                )
-        return self.handle(method, path, params)
 
     def _open_orders(self, params: dict[str, str]) -> Response:
         symbol = params.get("symbol")
@@ -181,7 +192,7 @@ def _cancelled(order: dict[str, Any], now_ms: int) -> dict[str, Any]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: FakeBinanceOrders) -> None:
+    def __init__(self, fake: SignedFakeBinance) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fake = fake
 
