@@ -424,6 +424,17 @@ class _Computed(BaseModel):
     wallet_balance_used: float
     notes: list[str]
 
+    @classmethod
+    def of(cls, solved: TieredLiquidation, formula: Formula, wallet: float, notes: list[str]) -> _Computed:
+        return cls(
+            price=solved.price,
+            tier=solved.tier,
+            converged=solved.converged,
+            formula=formula,
+            wallet_balance_used=wallet,
+            notes=notes,
+        )
+
 
 def _quantity(p: Position) -> float:
     return p.contracts * p.contractSize
@@ -550,14 +561,7 @@ def _compute(
             solved = binance_usdm_tiered_liquidation(
                 p.side, q, p.entryPrice, wallet, tiers, start_notional=_start_notional(p)
             )
-            return _Computed(
-                price=solved.price,
-                tier=solved.tier,
-                converged=solved.converged,
-                formula="binance_usdm_isolated",
-                wallet_balance_used=wallet,
-                notes=notes,
-            )
+            return _Computed.of(solved, "binance_usdm_isolated", wallet, notes)
         if p.symbol in hedged:
             raise _Missing(
                 "hedge_mode", "long and short cross positions on one symbol (hedge mode): not supported"
@@ -576,14 +580,7 @@ def _compute(
             other_unrealized_pnl=upnl,
             start_notional=_start_notional(p),
         )
-        return _Computed(
-            price=solved.price,
-            tier=solved.tier,
-            converged=solved.converged,
-            formula="binance_usdm_cross",
-            wallet_balance_used=wallet_balance,
-            notes=[],
-        )
+        return _Computed.of(solved, "binance_usdm_cross", wallet_balance, [])
     tiers = _tiers_or_missing(p, tiers_by_symbol)
     margin, notes = _own_margin(p)
     if p.marginMode != "isolated":
@@ -594,14 +591,7 @@ def _compute(
     solved = generic_tiered_liquidation(
         p.side, p.entryPrice, p.contracts, p.contractSize, margin, tiers, start_notional=_start_notional(p)
     )
-    return _Computed(
-        price=solved.price,
-        tier=solved.tier,
-        converged=solved.converged,
-        formula="generic",
-        wallet_balance_used=margin,
-        notes=notes,
-    )
+    return _Computed.of(solved, "generic", margin, notes)
 
 
 def _assess_one(
