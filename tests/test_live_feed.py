@@ -165,8 +165,8 @@ def test_exchanges_without_a_candle_stream_and_use_websocket_false_poll() -> Non
     ("args", "message"),
     [
         ({"exchange_id": "binanse"}, "did you mean binance"),
-        ({"exchange_id": "binance", "ws_url": "http://127.0.0.1:1"}, "invalid WebSocket URL"),
-        ({"exchange_id": "binance", "api_url": "ws://127.0.0.1:1"}, "invalid API URL"),
+        ({"exchange_id": "binance", "ws_url": "http://127.0.0.1:1"}, "invalid URL .*expected ws://"),
+        ({"exchange_id": "binance", "api_url": "ws://127.0.0.1:1"}, "invalid URL .*expected http://"),
         ({"exchange_id": "binance", "market_types": ["options"]}, "unsupported market type"),
         ({"exchange_id": "binance", "poll_interval_s": 0}, "must be positive"),
     ],

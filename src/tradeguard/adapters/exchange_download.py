@@ -259,13 +259,18 @@ def brief_error(exc: Exception, width: int = 400) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def rebase_urls(urls: Any, base: str) -> Any:
-    """Replace scheme and host of every URL in ccxt's (possibly nested) ``urls['api']`` with ``base``'s."""
+def rebase_urls(urls: Any, base: str, schemes: tuple[str, ...] = ("http", "https")) -> Any:
+    """Replace scheme and host of every URL in ccxt's (possibly nested) ``urls['api']`` with ``base``'s.
+
+    ``schemes`` are the ones ``base`` may use (``("ws", "wss")`` for WebSocket URLs).
+    """
     target = urlsplit(base)
-    if target.scheme not in ("http", "https") or not target.netloc:
-        raise InputError(f"invalid API URL {base!r}: expected e.g. http://127.0.0.1:8080")
+    if target.scheme not in schemes or not target.netloc:
+        raise InputError(
+            f"invalid URL {base!r}: expected {schemes[0]}://host:port, e.g. {schemes[0]}://127.0.0.1:8080"
+        )
     if isinstance(urls, dict):
-        return {key: rebase_urls(value, base) for key, value in urls.items()}
+        return {key: rebase_urls(value, base, schemes) for key, value in urls.items()}
     if isinstance(urls, str):
         parts = urlsplit(urls)
         path = target.path.rstrip("/") + parts.path

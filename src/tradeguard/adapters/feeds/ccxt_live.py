@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
 import ccxt.async_support
@@ -468,31 +467,10 @@ def _make_client(
     """Build the async ccxt client: ccxt.pro when it supports the exchange, else ccxt.async_support."""
     namespace = ccxt.pro if exchange_id.strip().lower() in ccxt.pro.exchanges else ccxt.async_support
     exchange = exchange_class(exchange_id, namespace)({"enableRateLimit": True, **(config or {})})
-    configure_exchange(exchange, market_types)
-    api = exchange.urls.get("api")
-    has_ws = isinstance(api, dict) and "ws" in api
-    if ws_url is not None and not has_ws:
-        raise InputError(f"{exchange_id} has no WebSocket URLs to replace")
-    if isinstance(api, dict) and (api_url is not None or ws_url is not None):
-        rest = {key: value for key, value in api.items() if key != "ws"}
-        rebased = rebase_urls(rest, api_url) if api_url is not None else rest
-        if has_ws:
-            rebased["ws"] = _rebase_ws_urls(api["ws"], ws_url) if ws_url is not None else api["ws"]
-        exchange.urls["api"] = rebased
-    elif api_url is not None:
-        exchange.urls["api"] = rebase_urls(api, api_url)
+    configure_exchange(exchange, market_types, api_url)
+    if ws_url is not None:
+        api = exchange.urls.get("api")
+        if not (isinstance(api, dict) and "ws" in api):
+            raise InputError(f"{exchange_id} has no WebSocket URLs to replace")
+        exchange.urls["api"] = {**api, "ws": rebase_urls(api["ws"], ws_url, ("ws", "wss"))}
     return exchange
-
-
-def _rebase_ws_urls(urls: Any, base: str) -> Any:
-    """Replace scheme and host of every WebSocket URL in ``urls`` (possibly nested) with ``base``'s."""
-    target = urlsplit(base)
-    if target.scheme not in ("ws", "wss") or not target.netloc:
-        raise InputError(f"invalid WebSocket URL {base!r}: expected e.g. ws://127.0.0.1:9443")
-    if isinstance(urls, dict):
-        return {key: _rebase_ws_urls(value, base) for key, value in urls.items()}
-    if isinstance(urls, str):
-        parts = urlsplit(urls)
-        path = target.path.rstrip("/") + parts.path
-        return urlunsplit((target.scheme, target.netloc, path, parts.query, parts.fragment))
-    return urls
