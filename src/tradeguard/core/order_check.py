@@ -19,11 +19,16 @@ Decision = Literal["allow", "reduce", "delay", "block"]
 CheckStatus = Literal["pass", "fail", "error", "skipped"]
 
 # The checks in the order they run (the response lists every one of them).
+# `store` and `bus` are the dependencies every decision needs (audit writes, event intake); `prices` is the
+# fresh order book the priced checks use.
 CHECKS: tuple[str, ...] = (
+    "store",
+    "bus",
     "kill_switch",
     "trading_state",
     "instrument",
     "rate_limit",
+    "prices",
     "notional_cap",
     "daily_loss",
     "anomaly",

@@ -13,6 +13,7 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
+from tradeguard.core.rate_limit import TokenBucket
 from tradeguard.service.problems import Problem
 from tradeguard.service.settings import AuthSettings
 
@@ -42,24 +43,6 @@ class Principal:
 
 
 ANONYMOUS = Principal(None, None, None)
-
-
-class TokenBucket:
-    """Allows `rate` requests per second on average and `burst` at once."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, float(burst), now
-
-    def take(self, now: float) -> float:
-        """0.0 when allowed, else the seconds until a request would be."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
 
 
 class Authenticator:
