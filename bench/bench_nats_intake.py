@@ -1,13 +1,18 @@
 """NATS JetStream intake throughput and latency: publish N events, consume them with NatsIntake into a store.
 
 Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode live|backlog]
-       [--store sqlite|postgresql] [--batch 500] [--no-uvloop]
+       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop]
 
 - live (default): a separate publisher process publishes while the intake consumes (as bots would), at
   `--rate` events/s (0 = as fast as JetStream acks them, with up to 4,000 publishes in flight). Each event's
   `ts` is its publish time, so publish->stored latency = the time the intake's on_events callback sees it
   (after the commit and the acks) minus `ts`.
 - backlog: publish everything first, then time the intake draining the stream (consumer-only throughput).
+- --guard: on_events is the portfolio guard (its kill switches refreshed every second, as the service
+  does), and latency runs to the breaker decision: the moment the guard's `on_events` call holding the
+  event returns, i.e. its account re-evaluated, breakers moved, changes of state written, trading state
+  derived. The intake hands the guard every event stored while its previous call ran in one call, so
+  the figures include the wait for that call.
 
 Needs NATS with JetStream on 127.0.0.1:4222 (and PostgreSQL on 127.0.0.1:5432 for --store postgresql).
 Events are spread over 10 accounts x 5 bots, types equity/positions/balance/trade in turn. Each run uses
@@ -153,10 +158,18 @@ class GuardedRecorder(Recorder):
     def __init__(self, n: int, guard: PortfolioGuard) -> None:
         super().__init__(n)
         self.guard = guard
+        self.calls = 0
 
     async def __call__(self, stored: list[Event]) -> None:
         await self.guard.on_events(stored)
+        self.calls += 1
         await super().__call__(stored)
+
+    async def refresh_kill_switches(self) -> None:
+        """What the service does beside the guard: reload the kill switches every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self.guard.refresh_kill_switches()
 
 
 async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
@@ -164,6 +177,7 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
     engine = create_store_engine(url)
     metadata.create_all(engine, tables=[events, equity_history, breaker_states, kill_switches])
     recorder = Recorder(args.events)
+    refresher: asyncio.Task[None] | None = None
     if args.guard:
         resolver = BaseAssetResolver()
         guard = PortfolioGuard(
@@ -175,6 +189,7 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             tiers=load_snapshot().tiers,
         )
         recorder = GuardedRecorder(args.events, guard)
+        refresher = asyncio.create_task(recorder.refresh_kill_switches())
     intake = NatsIntake(
         NATS_URL,
         EventLog(engine),
@@ -224,7 +239,11 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             p99 = lat[int(0.99 * (len(lat) - 1))] * 1e3
             what = "breaker decision" if args.guard else "stored"
             print(f"publish->{what} latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
+        if isinstance(recorder, GuardedRecorder):
+            print(f"guard: {recorder.calls:,} on_events calls, {c.stored / recorder.calls:,.0f} events each")
     finally:
+        if refresher is not None:
+            refresher.cancel()
         await intake.stop()
         publisher.join(timeout=10)
         nc = await nats.connect(NATS_URL)

@@ -270,6 +270,37 @@ def test_a_failing_callback_does_not_cause_redelivery(names: Names, event_log: E
     run(names, event_log, scenario, on_events=on_events)
 
 
+def test_a_slow_callback_gets_what_was_stored_meanwhile_in_one_call_in_order(
+    names: Names, event_log: EventLog
+) -> None:
+    calls: list[list[str]] = []
+    running = 0
+    overlapped = False
+    first_started = asyncio.Event()
+
+    async def on_events(stored: list[Event]) -> None:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = overlapped or running > 1
+        calls.append([e.id for e in stored])
+        first_started.set()
+        await asyncio.sleep(1.0)  # slower than storing what arrives meanwhile
+        running -= 1
+
+    async def scenario(intake: NatsIntake, bus: Bus) -> None:
+        await bus.publish(envelope(0))
+        await asyncio.wait_for(first_started.wait(), 10)
+        for i in range(1, 21):
+            await bus.publish(envelope(i))
+        await wait_until(lambda: intake.counters.stored == 21)  # stored and acked while the callback runs
+        assert calls == [["e0"]]
+        await wait_until(lambda: sum(map(len, calls)) == 21)
+
+    run(names, event_log, scenario, on_events=on_events)
+    assert calls == [["e0"], [f"e{i}" for i in range(1, 21)]]  # one call for every fetch stored meanwhile
+    assert not overlapped
+
+
 def test_events_published_while_stopped_are_consumed_after_a_restart(
     names: Names, event_log: EventLog
 ) -> None:

@@ -14,7 +14,7 @@ from tradeguard.adapters.markets import BaseAssetResolver
 from tradeguard.adapters.store.guard_state import FLEET, GuardState, breaker_states, kill_switches
 from tradeguard.core.events import Event
 from tradeguard.core.trading_state import TradingState
-from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
+from tradeguard.guards.portfolio import EquityPath, PortfolioGuard, PortfolioPolicy
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -56,9 +56,17 @@ def state(tmp_path) -> GuardState:
     return GuardState(engine)
 
 
-def guard(state: GuardState, clock: Clock, audit: Audit | None = None, actions=None) -> PortfolioGuard:
+def guard(
+    state: GuardState, clock: Clock, audit: Audit | None = None, actions=None, **kw: Any
+) -> PortfolioGuard:
     return PortfolioGuard(
-        PortfolioPolicy(), state, clock, base_asset=BaseAssetResolver(), audit=audit, actions=actions or {}
+        PortfolioPolicy(),
+        state,
+        clock,
+        base_asset=BaseAssetResolver(),
+        audit=audit,
+        actions=actions or {},
+        **kw,
     )
 
 
@@ -98,6 +106,23 @@ def position(symbol: str, side: str, contracts: float, mark: float, **extra: Any
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def test_equity_path_keeps_time_order_through_growth_and_trims():
+    path = EquityPath(capacity=4)
+    for t_ns, value in [(10, 1.0), (30, 3.0), (20, 2.0), (40, 4.0), (30, 3.5), (5, 0.5), (50, 5.0)]:
+        path.set(t_ns, value)  # out of order, one instant twice (the later value wins), past the capacity
+    assert path.times_ns.tolist() == [5, 10, 20, 30, 40, 50]
+    assert path.values.tolist() == [0.5, 1.0, 2.0, 3.5, 4.0, 5.0]
+    path.trim(25)  # keeps 20: the equity in force at the cutoff
+    assert path.times_ns.tolist() == [20, 30, 40, 50]
+    for i in range(100):
+        path.set(100 + i, float(i))
+    path.set(45, 4.5)
+    assert len(path) == 105 and path.times_ns.tolist() == [20, 30, 40, 45, 50, *range(100, 200)]
+    assert path.values[:5].tolist() == [2.0, 3.5, 4.0, 4.5, 5.0] and path.values[-1] == 99.0
+    path.trim(1_000)
+    assert path.times_ns.tolist() == [199] and path.values.tolist() == [99.0]
 
 
 def test_fleet_leverage_adds_up_across_venues(state):
@@ -174,6 +199,56 @@ def test_kill_switch_for_an_account_and_the_fleet(state):
     run(g.set_kill_switch("a", False, None, by="ops"))
     assert g.risk["a"].trading.state == TradingState.ACTIVE
     assert audit.types().count("risk.kill_switch") == 4
+
+
+def test_a_kill_switch_set_by_another_instance_halts_after_a_refresh(state, tmp_path):
+    clock = Clock()
+    g = guard(state, clock)
+    run(g.on_events([equity(1_000, T0, account="a"), equity(1_000, T0, account="b")]))
+    other = GuardState(sa.create_engine(f"sqlite:///{tmp_path / 'g.db'}"))  # another process, same store
+    other.set_kill_switch("b", True, "desk decision", "ops", T0)
+    assert g.risk["b"].trading.state == TradingState.ACTIVE  # not seen before a refresh
+    run(g.refresh_kill_switches())
+    assert g.risk["b"].trading.state == TradingState.HALTED  # re-evaluated on the refresh
+    assert g.risk["a"].trading.state == TradingState.ACTIVE
+    assert g.kill_switches.get("b").reason == "desk decision"
+
+
+def test_changes_of_state_are_written_at_once_and_readings_behind(state):
+    clock = Clock()
+    g = guard(state, clock, readings_flush_s=3_600)
+
+    def stored(kind: str) -> dict[str, Any]:
+        return state.load_breakers("acme")["acme"][kind]
+
+    async def scenario() -> None:
+        await g.on_events([equity(10_000, T0)])  # new breakers get their first readings: written behind
+        await wait_for(lambda: "acme" in state.load_breakers())
+        assert stored("drawdown")["last_value"] == 0.0
+        clock.now = T0 + timedelta(minutes=1)
+        # 1 % down: a new reading, no change of state; and account b's first readings
+        await g.on_events([equity(9_900, clock.now), equity(5_000, clock.now, account="b")])
+        assert g.breakers["acme"]["drawdown"].last_value == pytest.approx(1.0)
+        await asyncio.sleep(0.05)
+        assert stored("drawdown")["last_value"] == 0.0  # the next flush is an hour away
+        assert "b" not in state.load_breakers()
+        clock.now = T0 + timedelta(minutes=2)
+        await g.on_events([equity(8_000, clock.now)])  # 20 % down: breakers trip, written before it returns
+        assert stored("drawdown")["state"] == "open" and stored("drawdown")["last_value"] == pytest.approx(
+            20.0
+        )
+        assert stored("rapid_loss")["state"] == "open"
+        assert state.load_breakers("b")["b"]["drawdown"]["last_value"] == 0.0  # the queue went along
+
+    run(scenario())
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def test_liquidation_proximity_trips_the_distance_breaker(state):

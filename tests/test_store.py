@@ -21,6 +21,13 @@ from alembic.migration import MigrationContext
 
 from tradeguard.adapters.store import SCOPES, Store
 from tradeguard.adapters.store import store as store_module
+from tradeguard.adapters.store.guard_state import (
+    FLEET,
+    GuardState,
+    KillSwitch,
+    KillSwitchCache,
+    kill_switches,
+)
 from tradeguard.adapters.store.schema import accounts, api_keys, assessments, metadata
 from tradeguard.errors import InputError
 
@@ -354,3 +361,65 @@ def test_concurrent_writers_from_separate_stores(store_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+# the kill-switch cache
+
+
+class Ticks:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_kill_switch_cache_sees_another_writer_after_a_refresh_and_keeps_its_view_on_failure(
+    store: Store, store_url: str
+) -> None:
+    ticks = Ticks()
+    cache = KillSwitchCache(GuardState(store.engine), clock=ticks)
+    assert cache.age_s() == float("inf")  # never refreshed
+    cache.refresh()
+    assert cache.age_s() == 0.0
+    assert cache.get("acme") == KillSwitch("acme", False, None, None, None)
+
+    with Store.open(store_url) as other:  # another instance sharing the database
+        GuardState(other.engine).set_kill_switch("acme", True, "maintenance", "ops", T0)
+        assert not cache.get("acme").engaged  # reads never touch the database
+        ticks.now += 2.5
+        assert cache.age_s() == 2.5
+        cache.refresh()
+        assert cache.age_s() == 0.0
+        assert cache.get("acme") == KillSwitch("acme", True, "maintenance", "ops", T0)
+        assert not cache.get("globex").engaged
+
+        GuardState(other.engine).set_kill_switch(FLEET, True, "exchange incident", "admin", T0 + HOUR)
+        cache.refresh()
+        assert cache.get("globex") == KillSwitch(FLEET, True, "exchange incident", "admin", T0 + HOUR)
+        assert cache.get("acme").account == FLEET  # the engaged fleet switch wins
+
+        kill_switches.drop(other.engine)  # the store fails under the cache
+        ticks.now += 4.0
+        with pytest.raises(sa.exc.DBAPIError):
+            cache.refresh()
+    assert cache.age_s() == 4.0  # the failed refresh did not count
+    assert cache.get("globex").engaged and cache.get("acme").account == FLEET  # the old view is kept
+
+
+def test_a_switch_applied_during_a_refresh_is_not_undone_by_it(store: Store) -> None:
+    class SlowState(GuardState):
+        """Another switch is set and applied after the refresh's query read the table."""
+
+        def kill_switches(self) -> list[KillSwitch]:
+            rows = super().kill_switches()
+            cache.apply(GuardState(store.engine).set_kill_switch("acme", True, "incident", "ops", T0))
+            return rows
+
+    cache = KillSwitchCache(SlowState(store.engine))
+    cache.refresh()  # read no switch, then saw acme's applied: acme stays engaged
+    assert cache.get("acme") == KillSwitch("acme", True, "incident", "ops", T0)
+    cache.apply(KillSwitch("globex", True, None, "ops", T0))
+    assert cache.get("globex").engaged and not cache.get("initech").engaged

@@ -40,6 +40,7 @@ equity is for the caller to treat as a failed check.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -50,6 +51,9 @@ from tradeguard.core.timeframe import timeframe_seconds
 from tradeguard.errors import InputError
 
 NS = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_seconds = lru_cache(maxsize=256)(timeframe_seconds)  # parsed once per timeframe, not per report
 LEVELS = ("none", "warning", "critical", "emergency", "circuit_breaker")
 SHAPES = ("none", "fast", "slow", "oscillating")
 INTRADAY_STATES = ("OK", "WARN", "CRIT")
@@ -213,12 +217,12 @@ def _checked(times_ns: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.n
 def _ns(ts: datetime) -> int:
     if ts.tzinfo is None:
         raise InputError("times must be timezone-aware (UTC)")
-    return pd.Timestamp(ts).tz_convert("UTC").value
+    return (ts - _EPOCH) // _US * 1000
 
 
 def _dt(ns: int) -> datetime:
     """UTC datetime of an ns timestamp (to the microsecond, as datetimes hold)."""
-    return pd.Timestamp(int(ns) // 1000 * 1000, tz="UTC").to_pydatetime()
+    return _EPOCH + timedelta(microseconds=int(ns) // 1000)
 
 
 def utc_day_start(now: datetime) -> datetime:
@@ -234,14 +238,15 @@ def next_utc_midnight(now: datetime) -> datetime:
 
 
 def _segment(t: np.ndarray, x: np.ndarray, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Observations seen by [start, end]: the one in effect at start (time clamped to it) + those inside."""
+    """Observations seen by [start, end]: the one in effect at start + those inside (views, not copies).
+
+    Only the first can be before start; its time counts as start: `max(time, start_ns)` for any of them.
+    """
     hi = int(np.searchsorted(t, end_ns, side="right"))
     lo = max(int(np.searchsorted(t, start_ns, side="right")) - 1, 0)
     if hi <= lo:
         raise InputError(f"no equity observed at or before {_dt(end_ns).isoformat()}")
-    seg_t = t[lo:hi].copy()
-    seg_t[0] = max(seg_t[0], start_ns)
-    return seg_t, x[lo:hi]
+    return t[lo:hi], x[lo:hi]
 
 
 def _pct_below(peak: float, value: float) -> float:
@@ -266,7 +271,7 @@ def escalation_level(drawdown_pct: float, config: DrawdownConfig | None = None) 
 
 
 def _shape(
-    seg_t: np.ndarray, seg_x: np.ndarray, current_pct: float, config: DrawdownConfig
+    seg_t: np.ndarray, seg_x: np.ndarray, start_ns: int, current_pct: float, config: DrawdownConfig
 ) -> tuple[Shape, int, int, float, int]:
     """(shape, peak index, trough index, fall seconds, crossings) of the current drawdown in a segment."""
     peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))  # the last time at the peak
@@ -280,13 +285,13 @@ def _shape(
         crossings = int(np.count_nonzero((marks[:-1] == -1) & (marks[1:] == 1)))
     else:
         crossings = 0
-    fall_s = (int(seg_t[trough_i]) - int(seg_t[peak_i])) / NS
+    fall_s = (max(int(seg_t[trough_i]), start_ns) - max(int(seg_t[peak_i]), start_ns)) / NS
     shape: Shape
     if current_pct <= 0.0 or current_pct < config.classify_min_pct:
         shape = "none"
     elif crossings >= config.oscillation_crossings:
         shape = "oscillating"
-    elif fall_s <= timeframe_seconds(config.fast_within):
+    elif fall_s <= _seconds(config.fast_within):
         shape = "fast"
     else:
         shape = "slow"
@@ -294,24 +299,27 @@ def _shape(
 
 
 def _window(t: np.ndarray, x: np.ndarray, now_ns: int, window: str, config: DrawdownConfig) -> WindowDrawdown:
-    start_ns = now_ns - timeframe_seconds(window) * NS
+    start_ns = now_ns - _seconds(window) * NS
     seg_t, seg_x = _segment(t, x, start_ns, now_ns)
     running = np.maximum.accumulate(seg_x)
-    safe = np.where(running > 0, running, 1.0)
-    max_pct = float(np.clip(np.where(running > 0, (running - seg_x) / safe * 100.0, 0.0), 0.0, 100.0).max())
+    # Where the running peak is 0 the equity is 0 too (it is >= 0): the fall there is 0 / 1 = 0. The peak
+    # never falls, so a positive first one means no zero to guard against.
+    safe = running if running[0] > 0 else np.where(running > 0, running, 1.0)
+    fall = float(((running - seg_x) / safe).max())
+    max_pct = min(100.0, max(0.0, fall * 100.0))
     peak, equity = float(running[-1]), float(seg_x[-1])
     current = _pct_below(peak, equity)
     level = escalation_level(current, config)
-    shape, peak_i, trough_i, fall_s, crossings = _shape(seg_t, seg_x, current, config)
+    shape, peak_i, trough_i, fall_s, crossings = _shape(seg_t, seg_x, start_ns, current, config)
     how = f", {shape} ({crossings} recoveries above mid, fall took {fall_s:g}s)" if shape != "none" else ""
     return WindowDrawdown(
         window=window,
         start=_dt(start_ns),
         observations=len(seg_x),
         peak=peak,
-        peak_at=_dt(seg_t[peak_i]),
+        peak_at=_dt(max(int(seg_t[peak_i]), start_ns)),
         trough=float(seg_x[trough_i]),
-        trough_at=_dt(seg_t[trough_i]),
+        trough_at=_dt(max(int(seg_t[trough_i]), start_ns)),
         equity=equity,
         current_pct=current,
         max_pct=max_pct,
@@ -324,8 +332,11 @@ def _window(t: np.ndarray, x: np.ndarray, now_ns: int, window: str, config: Draw
     )
 
 
-def _global(t: np.ndarray, x: np.ndarray, now_ns: int, config: DrawdownConfig) -> GlobalDrawdown:
-    w = _window(t, x, now_ns, config.global_lookback, config)
+def _global(
+    t: np.ndarray, x: np.ndarray, now_ns: int, config: DrawdownConfig, w: WindowDrawdown | None = None
+) -> GlobalDrawdown:
+    """`w`: the global lookback's window, if already computed."""
+    w = w or _window(t, x, now_ns, config.global_lookback, config)
     breached = w.current_pct >= config.global_drawdown_pct
     return GlobalDrawdown(
         lookback=config.global_lookback,
@@ -367,7 +378,7 @@ def _intraday(t: np.ndarray, x: np.ndarray, now: datetime, config: DrawdownConfi
 
 
 def _loss(t: np.ndarray, x: np.ndarray, now_ns: int, window: str) -> float:
-    _, seg_x = _segment(t, x, now_ns - timeframe_seconds(window) * NS, now_ns)
+    _, seg_x = _segment(t, x, now_ns - _seconds(window) * NS, now_ns)
     return _pct_below(float(seg_x[0]), float(seg_x[-1]))
 
 
@@ -455,12 +466,13 @@ def drawdown_report(
     t, x = _checked(times_ns, equity)
     now_ns = _ns(now)
     windows = tuple(_window(t, x, now_ns, w, config) for w in config.windows)
-    worst = max(windows, key=lambda w: (w.current_pct, timeframe_seconds(w.window)))
+    worst = max(windows, key=lambda w: (w.current_pct, _seconds(w.window)))
     day = _daily_pnl(t, x, now)
     if capital is None and day.start_equity <= 0:
         raise InputError("equity at the start of the day is 0: pass capital for the daily-loss rule")
     daily = daily_loss(day.pnl, day.start_equity if capital is None else capital, now, config)
-    glob = _global(t, x, now_ns, config)
+    lookback = next((w for w in windows if w.window == config.global_lookback), None)
+    glob = _global(t, x, now_ns, config, lookback)
     intraday = _intraday(t, x, now, config)
     last = int(np.searchsorted(t, now_ns, side="right")) - 1
     return DrawdownReport(

@@ -15,18 +15,19 @@ A reading that cannot be computed is passed as None (no reading): the breaker ke
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property, partial
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from tradeguard.adapters.actions import TripAction, TripContext, run_actions
-from tradeguard.adapters.store.guard_state import FLEET, GuardState
+from tradeguard.adapters.store.guard_state import FLEET, GuardState, KillSwitchCache
 from tradeguard.core import breakers as brk
 from tradeguard.core.correlation import CorrelationConfig, CorrelationReport, correlation_report
 from tradeguard.core.drawdown import DrawdownConfig, DrawdownReport, drawdown_report
@@ -37,7 +38,13 @@ from tradeguard.core.events import (
     PositionsPayload,
     StrategyReturnPayload,
 )
-from tradeguard.core.exposure import ExposureConfig, ExposureReport, aggregate_exposure, venue_states
+from tradeguard.core.exposure import (
+    ExposureConfig,
+    ExposureReport,
+    VenueState,
+    aggregate_exposure,
+    venue_states,
+)
 from tradeguard.core.liquidation import LiquidationReport, Tier, assess_positions
 from tradeguard.core.trading_state import TradingStateDecision, trading_state
 from tradeguard.errors import InputError
@@ -52,6 +59,7 @@ _TYPE_OF: dict[type, str] = {
     BalancePayload: "balance",
 }
 HISTORY = timedelta(days=31)
+READINGS_FLUSH_S = 1.0  # breakers whose only change is their last reading are written at most this often
 
 
 class AuditSink(Protocol):
@@ -71,13 +79,63 @@ class PortfolioPolicy:
     breaker: brk.BreakerConfig = field(default_factory=brk.BreakerConfig)
 
 
+class EquityPath:
+    """An account's equity over time, in time order, as int64 ns and float64 arrays grown in place (appends
+    and trims in amortized O(1)), so that the drawdown reads them without copying."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._t = np.empty(capacity, dtype=np.int64)
+        self._x = np.empty(capacity, dtype=np.float64)
+        self._start = 0  # observations before it were trimmed
+        self._end = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    @property
+    def times_ns(self) -> np.ndarray:
+        return self._t[self._start : self._end]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._x[self._start : self._end]
+
+    def set(self, t_ns: int, value: float) -> None:
+        """The equity as of `t_ns` (replaces an observation at the same instant)."""
+        offset = len(self)  # where it goes, from the first kept observation: at the end, usually
+        if offset and t_ns <= self._t[self._end - 1]:
+            offset = int(np.searchsorted(self.times_ns, t_ns, side="right"))
+            if offset and self._t[self._start + offset - 1] == t_ns:
+                self._x[self._start + offset - 1] = value
+                return
+        if self._end == len(self._t):
+            self._make_room()
+        i, end = self._start + offset, self._end
+        self._t[i + 1 : end + 1] = self._t[i:end]
+        self._x[i + 1 : end + 1] = self._x[i:end]
+        self._t[i], self._x[i] = t_ns, value
+        self._end = end + 1
+
+    def trim(self, cutoff_ns: int) -> None:
+        """Forget observations before `cutoff_ns` but the last of them (the equity in force at the cutoff)."""
+        cut = int(np.searchsorted(self.times_ns, cutoff_ns, side="left"))
+        if cut > 1:
+            self._start += cut - 1
+
+    def _make_room(self) -> None:
+        size = len(self)
+        capacity = len(self._t) if size <= len(self._t) // 2 else 2 * len(self._t)
+        t, x = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.float64)
+        t[:size], x[:size] = self.times_ns, self.values
+        self._t, self._x, self._start, self._end = t, x, 0, size
+
+
 @dataclass
 class AccountBook:
     """What the guard knows of one account: latest venue events, equity path, strategy returns."""
 
     latest: dict[tuple[str, str], Event] = field(default_factory=dict)  # (exchange, type) -> event
-    equity_ns: list[int] = field(default_factory=list)
-    equity: list[float] = field(default_factory=list)
+    equity: EquityPath = field(default_factory=EquityPath)
     returns: dict[tuple[str, datetime], StrategyReturnPayload] = field(default_factory=dict)
     returns_version: int = 0
     last_return: dict[str, datetime] = field(default_factory=dict)  # strategy -> latest period_end
@@ -109,19 +167,10 @@ class AccountBook:
         total = sum(
             e.payload.total_equity for e in self.latest.values() if isinstance(e.payload, EquityPayload)
         )
-        t_ns = int(ts.timestamp() * NS)
-        i = bisect.bisect_right(self.equity_ns, t_ns)
-        if i and self.equity_ns[i - 1] == t_ns:
-            self.equity[i - 1] = total
-        else:
-            self.equity_ns.insert(i, t_ns)
-            self.equity.insert(i, total)
+        self.equity.set(int(ts.timestamp() * NS), total)
 
     def trim(self, now: datetime) -> None:
-        cutoff = int((now - HISTORY).timestamp() * NS)
-        cut = bisect.bisect_left(self.equity_ns, cutoff)
-        if cut > 1:  # keep one point before the cutoff: the equity in force at the window's start
-            del self.equity_ns[: cut - 1], self.equity[: cut - 1]
+        self.equity.trim(int((now - HISTORY).timestamp() * NS))
         old = now - HISTORY
         self.returns = {k: v for k, v in self.returns.items() if v.period_end >= old}
 
@@ -131,21 +180,48 @@ class AccountBook:
 
 @dataclass(frozen=True)
 class AccountRisk:
-    """The guard's latest view of one account."""
+    """The guard's latest view of one account. `exposure` is computed on first use, from the venues as they
+    stood at `evaluated_at`: no breaker reads it, so the decision does not wait for it."""
 
     account: str
     evaluated_at: datetime
-    exposure: ExposureReport
     drawdown: DrawdownReport | None
     correlation: CorrelationReport
     liquidation: dict[str, LiquidationReport]
     readings: dict[str, float | None]
     trading: TradingStateDecision
     breakers: dict[str, brk.BreakerState]
+    stale_venues: frozenset[str]  # `account:exchange` of the venues stale at evaluated_at
+    _exposure: Callable[[], ExposureReport] = field(repr=False, compare=False)
+
+    @cached_property
+    def exposure(self) -> ExposureReport:
+        return self._exposure()
+
+
+@dataclass
+class _Step:
+    """One account's new readings and the breakers they move, before anything is persisted."""
+
+    account: str
+    venues: list[VenueState]
+    drawdown: DrawdownReport | None
+    correlation: CorrelationReport
+    liquidation: dict[str, LiquidationReport]
+    readings: dict[str, float | None]
+    moved: dict[str, brk.BreakerState] = field(default_factory=dict)  # breaker id -> new state
+    transitions: list[brk.Transition] = field(default_factory=list)
+    material: bool = False  # some breaker changed more than its last reading
 
 
 class PortfolioGuard:
-    """Owns every account's book and breakers; see the module docstring for the readings."""
+    """Owns every account's book and breakers; see the module docstring for the readings.
+
+    Breaker persistence: a change of state (a transition, the trip count) is written before the evaluation
+    that made it is published. A change of the last reading alone is applied at once and written behind,
+    at most every `readings_flush_s` (and with the next change of state): after a crash the stored readings
+    may be that much older, and replaying the events after a restart computes them anew.
+    """
 
     def __init__(
         self,
@@ -158,6 +234,7 @@ class PortfolioGuard:
         tiers: Mapping[str, Sequence[Tier]] | None = None,
         audit: AuditSink | None = None,
         actions: Mapping[str, Sequence[TripAction]] | None = None,
+        readings_flush_s: float = READINGS_FLUSH_S,
     ) -> None:
         self.policy = policy
         self.state = state
@@ -173,21 +250,26 @@ class PortfolioGuard:
             account: {bid: brk.BreakerState.from_dict(s) for bid, s in states.items()}
             for account, states in state.load_breakers().items()
         }
+        self.kill_switches = KillSwitchCache(state)
+        self.kill_switches.refresh()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._correlation: dict[str, tuple[tuple[int, int, frozenset[str]], CorrelationReport]] = {}
+        self.readings_flush_s = readings_flush_s
+        self._unsaved: dict[str, dict[str, brk.BreakerState]] = {}  # readings applied, not yet written
+        self._flush: asyncio.Task[None] | None = None
+        self._flushed_at = -math.inf  # time.monotonic() of the last flush started
 
     # --- intake ----------------------------------------------------------------------------------------
 
     async def on_events(self, events: Sequence[Event]) -> None:
-        """Apply stored events and re-evaluate the accounts they touch."""
-        accounts: list[str] = []
+        """Apply stored events and re-evaluate the accounts they touch, each once."""
+        accounts: dict[str, None] = {}
         for event in sorted(events, key=lambda e: e.ts):
             self.books.setdefault(event.account, AccountBook()).add(event)
-            if event.account not in accounts:
-                accounts.append(event.account)
-        for account in accounts:
-            await self.evaluate(account)
+            accounts[event.account] = None
+        if accounts:
+            await self.evaluate_many(list(accounts))
 
     # --- evaluation ------------------------------------------------------------------------------------
 
@@ -201,41 +283,102 @@ class PortfolioGuard:
         return existing
 
     async def evaluate(self, account: str) -> AccountRisk:
-        """Recompute the account's risk, move its breakers, persist and audit what changed."""
+        """Recompute one account's risk (see `evaluate_many`)."""
+        return (await self.evaluate_many([account]))[0]
+
+    async def evaluate_many(self, accounts: Sequence[str]) -> list[AccountRisk]:
+        """Recompute the accounts' risk at one instant and move their breakers; changes of state are written
+        (one transaction for all the accounts) before the new risk is published, then what changed is
+        audited. Should that write fail, the breakers stay as they were and the error propagates."""
         async with self._lock:
             now = self.clock()
-            book = self.books.setdefault(account, AccountBook())
-            book.trim(now)
-            exposure = aggregate_exposure(
-                venue_states(book.events()),
-                self.base_asset,
-                now,
-                self.policy.exposure,
-                settle_currency=self.settle_currency,
-            )
-            drawdown = self._drawdown(book, now)
-            correlation = self._correlation_of(account, book, now)
-            liquidation = self._liquidation(book, now)
-            readings = self._readings(drawdown, correlation, liquidation)
-            previous = self.risk.get(account)
-            states = self._breakers_of(account)
-            changed: dict[str, dict[str, Any]] = {}
-            transitions: list[brk.Transition] = []
-            for bid, current in states.items():
-                new, moved = brk.evaluate(current, readings.get(current.kind), now, self.policy.breaker)
-                if new != current:
-                    states[bid] = new
-                    changed[bid] = new.to_dict()
-                transitions += moved
-            if changed:
-                await asyncio.to_thread(self.state.save_breakers, account, changed, now)
-            trading = self._trading(account, states)
-            risk = AccountRisk(
-                account, now, exposure, drawdown, correlation, liquidation, readings, trading, dict(states)
-            )
-            self.risk[account] = risk
-        await self._record(account, risk, previous, transitions)
-        return risk
+            steps = [self._step(account, now) for account in accounts]
+            moved = {step.account: step.moved for step in steps if step.moved}
+            if any(step.material for step in steps):
+                await self._write(moved, now)
+            else:
+                self._queue(moved, now)
+            published: list[tuple[AccountRisk, AccountRisk | None, list[brk.Transition]]] = []
+            for step in steps:
+                states = self._breakers_of(step.account)
+                states.update(step.moved)
+                risk = AccountRisk(
+                    step.account,
+                    now,
+                    step.drawdown,
+                    step.correlation,
+                    step.liquidation,
+                    step.readings,
+                    self._trading(step.account, states),
+                    dict(states),
+                    _stale_venues(step.venues, now, self.policy.exposure),
+                    partial(
+                        aggregate_exposure,
+                        step.venues,
+                        self.base_asset,
+                        now,
+                        self.policy.exposure,
+                        settle_currency=self.settle_currency,
+                    ),
+                )
+                published.append((risk, self.risk.get(step.account), step.transitions))
+                self.risk[step.account] = risk
+        for risk, previous, transitions in published:
+            await self._record(risk.account, risk, previous, transitions)
+        return [risk for risk, _, _ in published]
+
+    def _step(self, account: str, now: datetime) -> _Step:
+        """The account's readings at `now` and where they move its breakers (nothing is changed yet)."""
+        book = self.books.setdefault(account, AccountBook())
+        book.trim(now)
+        drawdown = self._drawdown(book, now)
+        correlation = self._correlation_of(account, book, now)
+        liquidation = self._liquidation(book, now)
+        readings = self._readings(drawdown, correlation, liquidation)
+        step = _Step(account, venue_states(book.events()), drawdown, correlation, liquidation, readings)
+        for bid, current in self._breakers_of(account).items():
+            new, moved = brk.evaluate(current, readings.get(current.kind), now, self.policy.breaker)
+            if new != current:
+                step.moved[bid] = new
+                step.material = (
+                    step.material or new.model_copy(update={"last_value": current.last_value}) != current
+                )
+            step.transitions += moved
+        return step
+
+    # --- persistence -----------------------------------------------------------------------------------
+
+    async def _write(self, moved: Mapping[str, Mapping[str, brk.BreakerState]], now: datetime) -> None:
+        """Write `moved` and the readings still unwritten, in one transaction, after any flush under way
+        (so that an older reading never lands after a newer state). Called under the lock."""
+        if self._flush is not None:
+            await asyncio.wait([self._flush])
+        rows = {account: dict(states) for account, states in self._unsaved.items()}
+        for account, states in moved.items():
+            rows.setdefault(account, {}).update(states)
+        await asyncio.to_thread(self.state.save_breaker_states, _as_dicts(rows), now)
+        self._unsaved.clear()
+
+    def _queue(self, moved: Mapping[str, Mapping[str, brk.BreakerState]], now: datetime) -> None:
+        """Queue changed readings; start writing them unless a flush is under way or one started less than
+        `readings_flush_s` ago. Called under the lock."""
+        for account, states in moved.items():
+            self._unsaved.setdefault(account, {}).update(states)
+        due = time.monotonic() - self._flushed_at >= self.readings_flush_s
+        if self._unsaved and due and (self._flush is None or self._flush.done()):
+            batch, self._unsaved = self._unsaved, {}
+            self._flushed_at = time.monotonic()
+            self._flush = asyncio.create_task(self._flush_readings(batch, now), name="breaker-readings")
+
+    async def _flush_readings(self, batch: dict[str, dict[str, brk.BreakerState]], now: datetime) -> None:
+        try:
+            await asyncio.to_thread(self.state.save_breaker_states, _as_dicts(batch), now)
+        except Exception:
+            log.exception("writing the last readings of %d accounts' breakers failed; retried", len(batch))
+            for account, states in batch.items():  # back in the queue, unless a newer one is there
+                queued = self._unsaved.setdefault(account, {})
+                for bid, state in states.items():
+                    queued.setdefault(bid, state)
 
     def _correlation_of(self, account: str, book: AccountBook, now: datetime) -> CorrelationReport:
         """The correlation report, recomputed only when returns arrived, a bucket closed or a strategy fell
@@ -251,12 +394,10 @@ class PortfolioGuard:
         return report
 
     def _drawdown(self, book: AccountBook, now: datetime) -> DrawdownReport | None:
-        if not book.equity_ns:
+        if not len(book.equity):
             return None
         try:
-            return drawdown_report(
-                np.array(book.equity_ns, dtype=np.int64), np.array(book.equity), now, self.policy.drawdown
-            )
+            return drawdown_report(book.equity.times_ns, book.equity.values, now, self.policy.drawdown)
         except InputError as exc:
             log.warning("drawdown not computable: %s", exc)
             return None
@@ -304,7 +445,7 @@ class PortfolioGuard:
         }
 
     def _trading(self, account: str, states: Mapping[str, brk.BreakerState]) -> TradingStateDecision:
-        engaged = self.state.kill_switch(account).engaged
+        engaged = self.kill_switches.get(account).engaged
         return trading_state(
             states.values(), engaged, probe_size_fraction=self.policy.breaker.probe_size_fraction
         )
@@ -355,13 +496,14 @@ class PortfolioGuard:
 
     async def reset_breaker(self, account: str, breaker_id: str, by: str) -> brk.BreakerState:
         """Close a breaker by hand (the only way out for manual-reset breakers)."""
-        states = self._breakers_of(account)
-        if breaker_id not in states:
-            raise KeyError(breaker_id)
-        now = self.clock()
-        new, moved = brk.reset(states[breaker_id], now, by)
-        states[breaker_id] = new
-        await asyncio.to_thread(self.state.save_breakers, account, {breaker_id: new.to_dict()}, now)
+        async with self._lock:
+            states = self._breakers_of(account)
+            if breaker_id not in states:
+                raise KeyError(breaker_id)
+            now = self.clock()
+            new, moved = brk.reset(states[breaker_id], now, by)
+            await self._write({account: {breaker_id: new}}, now)
+            states[breaker_id] = new
         for t in moved:
             await self._audit("risk.breaker.transition", account, t.to_dict(), now)
         await self.evaluate(account)
@@ -370,10 +512,19 @@ class PortfolioGuard:
     async def set_kill_switch(self, account: str, engaged: bool, reason: str | None, by: str) -> None:
         """Engage or release the kill switch of an account (or `*` for the fleet) and re-evaluate."""
         now = self.clock()
-        await asyncio.to_thread(self.state.set_kill_switch, account, engaged, reason, by, now)
+        switch = await asyncio.to_thread(self.state.set_kill_switch, account, engaged, reason, by, now)
+        self.kill_switches.apply(switch)
         await self._audit("risk.kill_switch", account, {"engaged": engaged, "reason": reason, "by": by}, now)
-        for name in list(self.books) if account == FLEET else [account]:
-            await self.evaluate(name)
+        await self.evaluate_many(list(self.books) if account == FLEET else [account])
+
+    async def refresh_kill_switches(self) -> None:
+        """Reload the kill switches from the store (another instance sharing it may have set one), then
+        re-evaluate the accounts whose switch in force changed."""
+        before = {account: self.kill_switches.get(account).engaged for account in self.books}
+        await asyncio.to_thread(self.kill_switches.refresh)
+        flipped = [a for a, engaged in before.items() if self.kill_switches.get(a).engaged != engaged]
+        if flipped:
+            await self.evaluate_many(flipped)
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -436,11 +587,8 @@ class PortfolioGuard:
                     },
                     now,
                 )
-        stale = {f"{v.account}:{v.exchange}" for v in risk.exposure.fleet.stale}
-        before_stale = (
-            {f"{v.account}:{v.exchange}" for v in previous.exposure.fleet.stale} if previous else set()
-        )
-        for venue in sorted(stale - before_stale):
+        before_stale = previous.stale_venues if previous else frozenset()
+        for venue in sorted(risk.stale_venues - before_stale):
             await self._audit("risk.exchange_failure", account, {"venue": venue, "reason": "stale"}, now)
 
     def _trip(self, account: str, transition: brk.Transition) -> None:
@@ -457,6 +605,19 @@ class PortfolioGuard:
         task = asyncio.create_task(run(), name=f"trip:{account}:{transition.breaker_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _stale_venues(venues: Sequence[VenueState], now: datetime, config: ExposureConfig) -> frozenset[str]:
+    """`account:exchange` of the venues silent for longer than their limit at `now` (exposure's rule)."""
+    return frozenset(
+        f"{v.account}:{v.exchange}"
+        for v in venues
+        if (now - v.last_seen).total_seconds() > config.stale_limit_s(v.exchange)
+    )
+
+
+def _as_dicts(states: Mapping[str, Mapping[str, brk.BreakerState]]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {account: {bid: s.to_dict() for bid, s in by_id.items()} for account, by_id in states.items()}
 
 
 def _worst(report: LiquidationReport) -> str:

@@ -94,8 +94,10 @@ class IntakeCounters:
 class NatsIntake:
     """Consumes `subject` of `stream` with the durable pull consumer `durable` into `event_log`.
 
-    `on_events` (async, optional) receives the newly stored events of each fetch after they are
-    acknowledged; its failures are logged and counted, never redelivered.
+    `on_events` (async, optional) receives the newly stored events after they are acknowledged, in order and
+    one call at a time, from a task of its own: the next fetch is stored while it runs, and the events of
+    every fetch stored meanwhile come together in its next call (so a slow callback gets larger calls, not
+    a queue of small ones). Its failures are logged and counted, never redelivered.
     """
 
     def __init__(
@@ -141,6 +143,8 @@ class NatsIntake:
         self._nc: Client | None = None
         self._failures = 0  # consecutive store failures, for the backoff
         self._pull: _Pull | None = None
+        self._stored: list[Event] = []  # stored and acknowledged, not yet handed to on_events
+        self._delivery: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -240,6 +244,8 @@ class NatsIntake:
         finally:
             if storing is not None:
                 await storing  # commit and ack what is in hand
+            if self._delivery is not None:
+                await self._delivery  # and hand it to on_events
 
     async def ensure_consumer(self, js: JetStreamContext) -> None:
         """Create the durable pull consumer if it does not exist; an existing one is used as configured."""
@@ -286,8 +292,12 @@ class NatsIntake:
     # one fetch
 
     async def process(self, msgs: Sequence[Msg]) -> bool:
-        """Validate, store, then ack one fetch; False if the store failed (and the messages were nak'ed)."""
-        return await self._store(await self._validate(msgs))
+        """Validate, store, ack one fetch, then hand its new events to on_events; False if the store failed
+        (and the messages were nak'ed)."""
+        stored = await self._store(await self._validate(msgs))
+        if self._delivery is not None:
+            await self._delivery
+        return stored
 
     async def _validate(self, msgs: Sequence[Msg]) -> list[tuple[Msg, Event]]:
         """The valid events of a fetch; invalid messages are terminated."""
@@ -334,7 +344,7 @@ class NatsIntake:
             self.counters.stored += len(result.accepted_ids)
             self.counters.duplicates += len(result.duplicates)
             self.status.succeeded(self.clock())
-            await self._notify(result.accepted)
+            self._hand_over(result.accepted)
             break
         return True
 
@@ -358,14 +368,23 @@ class NatsIntake:
         for msg, _ in pending:
             await msg.nak(delay=self.retry.delay(_deliveries(msg) - 1))
 
-    async def _notify(self, events: list[Event]) -> None:
+    def _hand_over(self, events: list[Event]) -> None:
+        """Queue stored events for on_events, starting the delivery task unless it is running."""
         if self.on_events is None or not events:
             return
-        try:
-            await self.on_events(events)
-        except Exception:
-            self.counters.callback_failures += 1
-            log.exception("on_events failed for %d stored events", len(events))
+        self._stored.extend(events)
+        if self._delivery is None or self._delivery.done():
+            self._delivery = asyncio.create_task(self._deliver(), name="nats-intake-on-events")
+
+    async def _deliver(self) -> None:
+        """Call on_events with everything queued, again while more was queued during the call."""
+        while self._stored and self.on_events is not None:
+            events, self._stored = self._stored, []
+            try:
+                await self.on_events(events)
+            except Exception:
+                self.counters.callback_failures += 1
+                log.exception("on_events failed for %d stored events", len(events))
 
     # helpers
 

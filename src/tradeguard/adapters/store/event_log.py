@@ -31,7 +31,8 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple, cast
 
 import sqlalchemy as sa
@@ -75,6 +76,7 @@ equity_history = sa.Table(
 
 _LOOKUP_CHUNK = 500  # ids per `IN (...)`: far below SQLite's and PostgreSQL's bind-parameter limits
 _NUL = "\\u0000"  # how JSON writes a NUL character, which PostgreSQL text and jsonb refuse
+_NOT_FINITE = "numbers must be finite (no NaN or infinity)"
 _SCALARS = frozenset({str, int, bool, type(None), datetime})  # skipped quickly by _finite
 _SEP = "\x1f"  # between the digested fields: a control character, in no name and escaped in JSON
 
@@ -134,14 +136,21 @@ def event_digest(event: Event) -> str:
 def _canonical(event: Event) -> tuple[str, str]:
     """(payload JSON as stored, digest of the envelope). The digest is part of the stored format: keep it."""
     payload = event.payload
-    if not _finite(payload):
-        raise ValueError("numbers must be finite (no NaN or infinity)")
     if isinstance(payload, BalancePayload):  # its dicts keep the sender's key order: sort them
-        text = json.dumps(
-            payload.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-        )
+        try:
+            text = json.dumps(
+                payload.model_dump(mode="json", by_alias=True),
+                sort_keys=True,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except ValueError:  # a NaN or an infinity: json.dumps refuses them
+            raise ValueError(_NOT_FINITE) from None
     else:  # models only: the field order is fixed, and pydantic's serializer is several times faster
         text = payload.model_dump_json(by_alias=True)
+        # pydantic writes a non-finite float as null: without a null there is none to look for
+        if "null" in text and not _finite(payload):
+            raise ValueError(_NOT_FINITE)
     if _NUL in text and _has_nul(json.loads(text)):
         raise ValueError("text must not contain NUL characters (U+0000)")
     head = _SEP.join((event.account, event.id, event.type, event.exchange, event.bot, event.ts.isoformat()))
@@ -368,14 +377,16 @@ def _digests(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[st
         by_account.setdefault(account, []).append(event_id)
     found: dict[tuple[str, str], str] = {}
     c = events.c
-    sqlite = conn.dialect.name == "sqlite"
+    # SQLite, the embedded store's hot path: plain SQL on the DB-API connection (in this transaction), as
+    # a batch spans many accounts and a Core statement costs several times the look-up itself.
+    raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
     for account, ids in by_account.items():
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
-            if sqlite:  # the embedded store's hot path: plain SQL costs a third of the Core statement
+            if raw is not None:
                 marks = ",".join("?" * len(chunk))
                 sql = f"SELECT id, digest FROM events WHERE account = ? AND id IN ({marks})"
-                rows = conn.exec_driver_sql(sql, (account, *chunk))
+                rows = raw.execute(sql, (account, *chunk)).fetchall()
             else:
                 rows = conn.execute(sa.select(c.id, c.digest).where(c.account == account, c.id.in_(chunk)))
             found.update({(account, event_id): digest for event_id, digest in rows})
@@ -403,9 +414,9 @@ def _insert(conn: Connection, new: Iterable[_Item], received_at: datetime) -> se
     # Rows go in key order, so concurrent PostgreSQL writers lock overlapping keys in the same order (no
     # deadlock between two batches sharing ids in different orders).
     items = sorted(new, key=lambda item: (item.event.account, item.event.id))
-    equity = [item.event for item in items if isinstance(item.event.payload, EquityPayload)]
     if conn.dialect.name == "sqlite":
-        return _insert_sqlite(conn, items, equity, received_at)
+        return _insert_sqlite(conn, items, received_at)
+    equity = [item.event for item in items if isinstance(item.event.payload, EquityPayload)]
     return _insert_postgresql(conn, items, equity, received_at)
 
 
@@ -466,40 +477,25 @@ ON CONFLICT (account, exchange, ts) DO NOTHING
 """
 
 
-def _insert_sqlite(
-    conn: Connection, items: list[_Item], equity: list[Event], received_at: datetime
-) -> set[tuple[str, str]]:
+def _insert_sqlite(conn: Connection, items: list[_Item], received_at: datetime) -> set[tuple[str, str]]:
     """SQLite: plain executemany, with the columns' own SQLAlchemy bind processors (the stored format is
     the one every Core query compares with). The write lock is held since BEGIN IMMEDIATE and every key
     was looked up in this transaction, so every row is inserted."""
     to_db = _ts_processor(conn.dialect)
     received = to_db(received_at)
-    conn.exec_driver_sql(
-        _SQLITE_INSERT_EVENT,
-        [
-            (
-                event.account,
-                event.id,
-                event.type,
-                event.exchange,
-                event.bot,
-                to_db(event.ts),
-                received,
-                digest,
-                payload,
-            )
-            for _, event, digest, payload in items
-        ],
-    )
-    if equity:
-        conn.exec_driver_sql(
-            _SQLITE_INSERT_EQUITY,
-            [
-                (e.account, e.exchange, to_db(e.ts), e.payload.total_equity, e.payload.currency, e.id)
-                for e in equity
-                if isinstance(e.payload, EquityPayload)
-            ],
+    rows: list[tuple[Any, ...]] = []
+    points: list[tuple[Any, ...]] = []
+    for _, event, digest, payload in items:
+        ts = to_db(event.ts)
+        rows.append(
+            (event.account, event.id, event.type, event.exchange, event.bot, ts, received, digest, payload)
         )
+        equity = event.payload
+        if isinstance(equity, EquityPayload):
+            points.append((event.account, event.exchange, ts, equity.total_equity, equity.currency, event.id))
+    conn.exec_driver_sql(_SQLITE_INSERT_EVENT, rows)
+    if points:
+        conn.exec_driver_sql(_SQLITE_INSERT_EQUITY, points)
     return {(item.event.account, item.event.id) for item in items}
 
 
@@ -513,10 +509,29 @@ _SQLITE_INSERT_EQUITY = (
 )
 
 
+@lru_cache(maxsize=8)  # one per dialect: it runs for every batch
 def _ts_processor(dialect: Any) -> Callable[[datetime], Any]:
-    """UTCDateTime's bind processor on `dialect` (on SQLite: naive UTC text)."""
+    """UTCDateTime's bind processor on `dialect` (on SQLite: naive UTC text), or `_sqlite_text` where that
+    writes the very same text for the probes (a third of the cost: it runs for every event)."""
     processor = events.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
-    return processor if processor is not None else (lambda value: value)
+    if processor is None:
+        return lambda value: value
+    if dialect.name == "sqlite" and all(_sqlite_text(p) == processor(p) for p in _PROBES):
+        return _sqlite_text
+    return processor
+
+
+def _sqlite_text(value: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME text of a timezone-aware datetime, in UTC."""
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: store timezone-aware UTC datetimes")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_PROBES = (
+    datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=timezone(timedelta(hours=-5))),
+    datetime(1999, 12, 31, 22, 0, tzinfo=timezone(timedelta(hours=3, minutes=30))),  # no microseconds
+)
 
 
 def _event(row: sa.Row[Any]) -> Event:
