@@ -1,10 +1,15 @@
 """A fake Binance spot REST API on 127.0.0.1, for tests that drive the real ccxt client.
 
 It speaks the public subset ccxt's ``binance`` uses for spot market data, with Binance's response shapes:
-``GET /api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` and ``/api/v3/klines``. Candles are
-synthetic but deterministic: a candle's values depend only on (seed, symbol, interval, open time), so the
-same candle is identical whatever range a request asks for. Open times are multiples of the interval
-from the Unix epoch; the candle containing ``now_ms`` is served too, as on Binance (it is still forming).
+``GET /api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/klines``, ``/api/v3/depth``
+and ``/api/v3/ticker/24hr``. Candles are synthetic but deterministic: a candle's values depend only on (seed,
+symbol, interval, open time), so the same candle is identical whatever range a request asks for. Open times
+are multiples of the interval from the Unix epoch; the candle containing ``now_ms`` is served too, as on
+Binance (it is still forming).
+
+Each symbol has an order book (:class:`FakeBook`, by default five levels a side one unit apart around the
+market's typical price) and a last trade price (by default the typical price), served by ``depth`` and
+``ticker/24hr``; tests replace them with :meth:`FakeBinance.set_book` and :meth:`FakeBinance.set_last_price`.
 
 Tests can remove candles (:meth:`FakeBinance.drop_candles`), make the next requests fail
 (:meth:`FakeBinance.fail_next`), and inspect every request received (:attr:`FakeBinance.requests`).
@@ -17,8 +22,8 @@ import json
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -47,6 +52,9 @@ INTERVAL_MS = {
 }
 KLINES_DEFAULT_LIMIT = 500
 KLINES_MAX_LIMIT = 1000
+DEPTH_DEFAULT_LIMIT = 100
+DEPTH_MAX_LIMIT = 5000
+DEFAULT_BOOK_LEVELS = 5
 
 # symbol -> (base asset, quote asset, typical price)
 DEFAULT_MARKETS: Mapping[str, tuple[str, str, float]] = {
@@ -70,6 +78,7 @@ ERROR_BODIES: Mapping[int, dict[str, object]] = {
 
 Response = tuple[int, object]
 Route = Callable[[dict[str, str]], Response]
+Levels = Iterable[tuple[float, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,31 @@ class _Failure:
     status: int
     path: str | None
     remaining: int
+
+
+@dataclass(slots=True)
+class FakeBook:
+    """One symbol's order book: amount by price on each side, and Binance's ``lastUpdateId``."""
+
+    bids: dict[float, float] = field(default_factory=dict)
+    asks: dict[float, float] = field(default_factory=dict)
+    update_id: int = 1
+
+    def levels(self, side: str, limit: int | None = None) -> list[tuple[float, float]]:
+        """``(price, amount)`` of ``side`` ("bids" or "asks"), best first, at most ``limit`` levels."""
+        book = self.bids if side == "bids" else self.asks
+        return sorted(book.items(), reverse=side == "bids")[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class BookChange:
+    """One change of a book as Binance's diff depth stream sends it: update ids ``first_id`` to ``last_id``
+    and the levels that changed, with amount 0 for a level removed."""
+
+    first_id: int
+    last_id: int
+    bids: tuple[tuple[float, float], ...]
+    asks: tuple[tuple[float, float], ...]
 
 
 def _api_error(code: int, msg: str) -> Response:
@@ -125,7 +159,11 @@ class FakeBinance(BackgroundServer):
             ("GET", "/api/v3/time"): lambda _params: (HTTPStatus.OK, {"serverTime": self.now_ms}),
             ("GET", "/api/v3/exchangeInfo"): self._exchange_info,
             ("GET", "/api/v3/klines"): self._klines,
+            ("GET", "/api/v3/depth"): self._depth,
+            ("GET", "/api/v3/ticker/24hr"): self._ticker_24hr,
         }
+        self._books: dict[str, FakeBook] = {}
+        self._last_prices: dict[str, float] = {}
         self._missing: list[tuple[str | None, int, int]] = []
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
@@ -146,6 +184,37 @@ class FakeBinance(BackgroundServer):
         """Answer the next ``count`` requests (to ``path``, or to any path) with ``status``."""
         with self._lock:
             self._failures.append(_Failure(int(status), path, count))
+
+    def set_book(self, symbol: str, bids: Levels, asks: Levels) -> BookChange:
+        """Replace a symbol's order book (one new update id); returns the change from the previous book."""
+        new_bids, new_asks = dict(bids), dict(asks)
+        if any(a <= 0 for a in (*new_bids.values(), *new_asks.values())):
+            raise ValueError("book amounts must be positive (a missing level is an absent price)")
+        with self._lock:
+            book = self._book(symbol)
+            change = BookChange(
+                book.update_id + 1,
+                book.update_id + 1,
+                _diff(book.bids, new_bids),
+                _diff(book.asks, new_asks),
+            )
+            book.bids, book.asks, book.update_id = new_bids, new_asks, change.last_id
+        return change
+
+    def book(self, symbol: str) -> FakeBook:
+        """A copy of a symbol's current order book."""
+        with self._lock:
+            book = self._book(symbol)
+            return FakeBook(dict(book.bids), dict(book.asks), book.update_id)
+
+    def set_last_price(self, symbol: str, price: float) -> None:
+        """The price of the symbol's last trade, as the tickers report it."""
+        with self._lock:
+            self._last_prices[symbol] = price
+
+    def last_price(self, symbol: str) -> float:
+        with self._lock:
+            return self._last_prices.get(symbol, self.markets[symbol][2])
 
     def klines_requests(self, symbol: str | None = None) -> list[dict[str, str]]:
         """Query parameters of the ``/api/v3/klines`` requests answered with 200, in order."""
@@ -192,6 +261,17 @@ class FakeBinance(BackgroundServer):
             _decimal(taker_volume * mid, 8),
             "0",
         ]
+
+    def _book(self, symbol: str) -> FakeBook:
+        """The symbol's book, created with the default levels on first use (call with the lock held)."""
+        book = self._books.get(symbol)
+        if book is None:
+            price = self.markets[symbol][2]
+            levels = range(1, DEFAULT_BOOK_LEVELS + 1)
+            book = self._books[symbol] = FakeBook(
+                bids={price - i: 1.0 for i in levels}, asks={price + i: 1.0 for i in levels}
+            )
+        return book
 
     def _times(
         self, symbol: str, interval_ms: int, start_ms: int | None, end_ms: int | None, *, backwards: bool
@@ -262,6 +342,73 @@ class FakeBinance(BackgroundServer):
         times = self._times(symbol, INTERVAL_MS[interval], start, end, backwards=start is None)
         selected = [t for t, _ in zip(times, range(limit), strict=False)]
         return HTTPStatus.OK, [self.kline(symbol, interval, t) for t in sorted(selected)]
+
+    def _depth(self, params: dict[str, str]) -> Response:
+        symbol = params.get("symbol")
+        if symbol not in self.markets:
+            return _api_error(-1121, "Invalid symbol.")
+        try:
+            limit = int(params.get("limit", DEPTH_DEFAULT_LIMIT))
+        except ValueError:
+            return _api_error(-1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= DEPTH_MAX_LIMIT:
+            return _api_error(-1130, "Data sent for parameter 'limit' is not valid.")
+        book = self.book(symbol)
+        return HTTPStatus.OK, {
+            "lastUpdateId": book.update_id,
+            "bids": [[_decimal(p, 8), _decimal(a, 8)] for p, a in book.levels("bids", limit)],
+            "asks": [[_decimal(p, 8), _decimal(a, 8)] for p, a in book.levels("asks", limit)],
+        }
+
+    def _ticker_24hr(self, params: dict[str, str]) -> Response:
+        symbol = params.get("symbol")
+        if symbol not in self.markets:
+            return _api_error(-1121, "Invalid symbol.")
+        return HTTPStatus.OK, ticker_24hr(symbol, self.book(symbol), self.last_price(symbol), self.now_ms)
+
+
+def ticker_24hr(symbol: str, book: FakeBook, last: float, now_ms: int) -> dict[str, object]:
+    """Binance's 24h ticker of a symbol (REST shape) with this book's top and last price; no price change."""
+    (bid, bid_qty), (ask, ask_qty) = _top(book)
+    price = _decimal(last, 8)
+    return {
+        "symbol": symbol,
+        "priceChange": "0.00000000",
+        "priceChangePercent": "0.000",
+        "weightedAvgPrice": price,
+        "prevClosePrice": price,
+        "lastPrice": price,
+        "lastQty": "0.01000000",
+        "bidPrice": bid,
+        "bidQty": bid_qty,
+        "askPrice": ask,
+        "askQty": ask_qty,
+        "openPrice": price,
+        "highPrice": price,
+        "lowPrice": price,
+        "volume": "0.00000000",
+        "quoteVolume": "0.00000000",
+        "openTime": now_ms - DAY_MS,
+        "closeTime": now_ms,
+        "firstId": 1,
+        "lastId": 1,
+        "count": 1,
+    }
+
+
+def _top(book: FakeBook) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Best bid and best ask as Binance's decimal strings ("0.00000000" for an empty side)."""
+    empty = (0.0, 0.0)
+    bid = (book.levels("bids", 1) or [empty])[0]
+    ask = (book.levels("asks", 1) or [empty])[0]
+    return (_decimal(bid[0], 8), _decimal(bid[1], 8)), (_decimal(ask[0], 8), _decimal(ask[1], 8))
+
+
+def _diff(old: dict[float, float], new: dict[float, float]) -> tuple[tuple[float, float], ...]:
+    """Levels changed from ``old`` to ``new`` by price, amount 0 where a level went away."""
+    changed = {p: a for p, a in new.items() if old.get(p) != a}
+    changed.update({p: 0.0 for p in old.keys() - new.keys()})
+    return tuple(sorted(changed.items()))
 
 
 def _symbol_info(symbol: str, base: str, quote: str) -> dict[str, object]:

@@ -11,6 +11,13 @@ Nothing is pushed on its own: a test calls :meth:`FakeBinanceWs.push_kline`. Val
 the REST candle; a forming one carries a deterministic partial state of it (same open, close half-way to the
 final close, half the volume), so a consumer that takes a forming update for the final candle is caught.
 
+Order books (``watch_order_book``: streams ``<symbol>@depth`` / ``<symbol>@depth@100ms``) follow Binance's
+diff protocol: ccxt fetches a REST snapshot (``lastUpdateId``) and applies ``depthUpdate`` events whose update
+ids ``U``..``u`` continue it. :meth:`FakeBinanceWs.push_book` replaces the REST fake's book and pushes the
+change; a book changed on the REST fake alone (:meth:`FakeBinance.set_book`) is an update the stream missed,
+so the next event breaks the sequence. :meth:`FakeBinanceWs.push_ticker` pushes the 24h ticker and mini
+ticker (``<symbol>@ticker``, ``<symbol>@miniTicker``: ``watch_ticker``) with the REST fake's last price.
+
 Tests can drop every connection abruptly (:meth:`FakeBinanceWs.drop_connections`, no close frame) and
 refuse the next handshakes (:meth:`FakeBinanceWs.refuse_connections`, HTTP 503).
 """
@@ -20,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.fake_binance import INTERVAL_MS, FakeBinance
+from tests.fakes.fake_binance import DAY_MS, INTERVAL_MS, FakeBinance, Levels, ticker_24hr
 
 T = TypeVar("T")
 
@@ -195,7 +202,63 @@ class FakeBinanceWs:
             raise ValueError(f"unknown interval {interval!r}")
         stream = f"{symbol.lower()}@kline_{interval}"
         text = json.dumps(self.kline_event(symbol, interval, open_ms, closed))
-        return self._call(self._send(stream, text))
+        return self._call(self._send({stream}, text))
+
+    def push_book(self, symbol: str, bids: Levels, asks: Levels) -> int:
+        """Replace the symbol's book on the REST fake and push the change as one ``depthUpdate`` event to
+        every connection subscribed to its depth stream; returns how many got it (once written)."""
+        change = self.rest.set_book(symbol, bids, asks)
+        event = {
+            "e": "depthUpdate",
+            "E": self.rest.now_ms,
+            "s": symbol,
+            "U": change.first_id,
+            "u": change.last_id,
+            "b": [[f"{p:.8f}", f"{a:.8f}"] for p, a in change.bids],
+            "a": [[f"{p:.8f}", f"{a:.8f}"] for p, a in change.asks],
+        }
+        streams = {f"{symbol.lower()}@depth", f"{symbol.lower()}@depth@100ms"}
+        return self._call(self._send(streams, json.dumps(event)))
+
+    def push_ticker(self, symbol: str) -> int:
+        """Push the symbol's 24h ticker (last price and top of book from the REST fake) to every connection
+        subscribed to ``<symbol>@ticker``, and its mini ticker to ``<symbol>@miniTicker`` (what ccxt's
+        ``watch_ticker`` subscribes to); returns how many connections got one."""
+        now = self.rest.now_ms
+        rest = ticker_24hr(symbol, self.rest.book(symbol), self.rest.last_price(symbol), now)
+        mini = {
+            "E": now,
+            "s": symbol,
+            "c": rest["lastPrice"],
+            "o": rest["openPrice"],
+            "h": rest["highPrice"],
+            "l": rest["lowPrice"],
+            "v": rest["volume"],
+            "q": rest["quoteVolume"],
+        }
+        full = {
+            **mini,
+            "e": "24hrTicker",
+            "p": rest["priceChange"],
+            "P": rest["priceChangePercent"],
+            "w": rest["weightedAvgPrice"],
+            "x": rest["prevClosePrice"],
+            "Q": rest["lastQty"],
+            "b": rest["bidPrice"],
+            "B": rest["bidQty"],
+            "a": rest["askPrice"],
+            "A": rest["askQty"],
+            "O": now - DAY_MS,
+            "C": now,
+            "F": rest["firstId"],
+            "L": rest["lastId"],
+            "n": rest["count"],
+        }
+        stream = symbol.lower()
+        sent = self._call(self._send({f"{stream}@ticker"}, json.dumps(full)))
+        return sent + self._call(
+            self._send({f"{stream}@miniTicker"}, json.dumps({"e": "24hrMiniTicker", **mini}))
+        )
 
     def drop_connections(self) -> int:
         """Abort every client connection (TCP closed without a WebSocket close frame); returns how many."""
@@ -274,9 +337,9 @@ class FakeBinanceWs:
                 conn.streams.difference_update(params)
         await conn.ws.send_str(json.dumps({"result": None, "id": request_id}))
 
-    async def _send(self, stream: str, text: str) -> int:
+    async def _send(self, streams: Collection[str], text: str) -> int:
         with self._lock:
-            targets = [c for c in self._connections if stream in c.streams]
+            targets = [c for c in self._connections if not c.streams.isdisjoint(streams)]
         sent = 0
         for conn in targets:
             if conn.ws.closed:
