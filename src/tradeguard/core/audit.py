@@ -77,6 +77,8 @@ AGGREGATE_SNAPSHOT: Final = "risk.aggregate_snapshot"
 EXCHANGE_FAILURE: Final = "risk.exchange_failure"
 KILL_SWITCH: Final = "risk.kill_switch"
 ORDER_DECISION: Final = "risk.order_decision"
+WEBHOOK_DISABLED: Final = "risk.webhook_disabled"  # an endpoint failing for days was switched off
+WEBHOOK_TEST: Final = "risk.webhook_test"  # POST /v1/webhooks/{id}/test: delivered to that webhook only
 AUDIT_EVENT_TYPES: Final = (
     THRESHOLDS_UPDATED,
     PORTFOLIO_CHECK,
@@ -90,6 +92,8 @@ AUDIT_EVENT_TYPES: Final = (
     EXCHANGE_FAILURE,
     KILL_SWITCH,
     ORDER_DECISION,
+    WEBHOOK_DISABLED,
+    WEBHOOK_TEST,
 )
 
 # Why verification failed (Problem.reason).

@@ -98,3 +98,52 @@ assessments = sa.Table(
     # One row per candle of a series (a recomputation replaces it); the same index serves range queries.
     sa.Index("ix_assessments_series_as_of", "exchange", "pair", "timeframe", "as_of", unique=True),
 )
+
+# Webhook endpoints (`adapters.store.webhooks`). `account` "*" is a fleet webhook (admin keys only).
+# `secret` signs every delivery; after a rotation `previous_secret` signs too until it expires.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("account", sa.Text, nullable=False, index=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event_types", Json, nullable=False),  # fnmatch patterns, e.g. ["risk.breaker.*"]
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("previous_secret", sa.Text, nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("failing_since", UTCDateTime, nullable=True),  # first failure since the last success
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed", "dead")
+
+# The outbox: one row per (audit record, webhook), written in the audit append's transaction. `id` is the
+# `webhook-id` header, the same on every attempt. The body sent is the audit record's envelope, rebuilt
+# byte for byte from `audit_log` (canonical JSON) rather than copied into every delivery.
+# `next_attempt_at` is set while the delivery is due or leased to a worker and null once it is finished
+# (or parked while its webhook is disabled).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("webhook_id", sa.Text, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("audit_seq", BigId, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True, index=True),  # the worker's due query
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),  # created_at to the successful attempt's answer
+    sa.CheckConstraint(f"status IN ({', '.join(repr(s) for s in DELIVERY_STATUSES)})", name="status"),
+    # The delivery log of a webhook, newest first; also makes an enqueue idempotent.
+    sa.Index("ix_webhook_deliveries_webhook_id_audit_seq", "webhook_id", "audit_seq", unique=True),
+)

@@ -8,11 +8,14 @@ writers queue on `busy_timeout` instead of failing mid-transaction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import math
 import re
 import secrets
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -74,11 +77,29 @@ class IssuedKey:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A writing transaction: BEGIN IMMEDIATE on SQLite, so concurrent writers queue rather than fail."""
-    with engine.connect() as conn:
+    """A writing transaction: BEGIN IMMEDIATE on SQLite, so concurrent writers queue rather than fail.
+
+    On SQLite the writers of this process also queue on a lock of the engine first: SQLite's busy handler
+    polls with sleeps of up to 100 ms, which under steady write traffic (audit appends, webhook outcomes)
+    turned waits of a millisecond into hundreds. Other processes still queue on busy_timeout.
+    """
+    lock = _sqlite_write_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with lock, engine.connect() as conn:
         conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
+
+
+def _sqlite_write_lock(engine: Engine) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _SQLITE_WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _SQLITE_WRITE_LOCKS[engine] = threading.RLock()
+        return lock
+
+
+_LOCKS_GUARD = threading.Lock()
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def alembic_config(connection: Connection) -> Config:
