@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import uvicorn
+from fastapi import FastAPI
 
 from tests.synthetic import candles_from_closes, random_walk
 from tradeguard.adapters.status import SourceStatus
@@ -74,3 +79,28 @@ def build(tmp_path: Path, feed: ScriptedFeed | None = None, **settings: object):
     metrics = Metrics()
     engine = Engine(config, feed, store, metrics)
     return create_app(config, engine, store, metrics), engine, store, feed
+
+
+class UvicornThread:
+    """The app served by uvicorn on a free port of 127.0.0.1, from a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> UvicornThread:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            assert self._thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()

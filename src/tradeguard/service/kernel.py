@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -28,13 +29,23 @@ from tradeguard.adapters.sources.funding import FundingRateFetcher
 from tradeguard.adapters.sources.http import HttpPolicy
 from tradeguard.adapters.sources.static import StaticSource
 from tradeguard.adapters.store import AuditLog, EventLog, GuardState, IssuedKey, Store
+from tradeguard.adapters.store.audit_queue import AuditQueue
+from tradeguard.adapters.store.outbox import Outbox
+from tradeguard.adapters.store.webhooks import WebhookStore
+from tradeguard.adapters.webhooks.parts import WebhookParts
+from tradeguard.adapters.webhooks.policy import DeliveryPolicy
+from tradeguard.adapters.webhooks.worker import WebhookWorker
+from tradeguard.core.bot_record import CapPolicy
 from tradeguard.core.exposure import ExposureConfig
+from tradeguard.core.order_book import OrderBookConfig
 from tradeguard.errors import InputError
+from tradeguard.guards.order import AccountOrderPolicy, OrderGuard, OrderPolicy
 from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
-from tradeguard.service.app import PortfolioParts, create_app
+from tradeguard.service.app import OrderParts, PortfolioParts, create_app
 from tradeguard.service.engine import Engine, ExternalSource
 from tradeguard.service.metrics import Metrics
 from tradeguard.service.settings import Settings
+from tradeguard.service.venues import Venues
 
 
 @dataclass
@@ -149,7 +160,8 @@ def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
     """The portfolio guard with its audit log (signed), event log, persisted state and NATS intake."""
     p = settings.portfolio
     key = load_signing_key(settings.audit.key_file)
-    audit_log = AuditLog(store.engine, key)
+    outbox = Outbox(store.engine, clock=_utcnow, subscription_ttl_s=settings.webhooks.subscription_ttl_s)
+    audit_log = AuditLog(store.engine, key, outbox=outbox)  # webhook deliveries commit with the records
     resolver = BaseAssetResolver()
     policy = PortfolioPolicy(
         thresholds={k: b.threshold for k, b in p.breakers.items() if b.threshold is not None},
@@ -168,15 +180,6 @@ def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
         actions=build_actions(settings),
     )
     event_log = EventLog(store.engine)
-    intake = None
-    if settings.bus.nats_url:
-        intake = NatsIntake(
-            settings.bus.nats_url,
-            event_log,
-            on_events=guard.on_events,
-            stream=settings.bus.stream,
-            durable=settings.bus.durable,
-        )
     pollers = [
         ExchangePoller(
             account,
@@ -192,7 +195,97 @@ def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
         for account, pulls in p.pull.items()
         for pull in pulls
     ]
-    return PortfolioParts(guard, event_log, audit_log, key, intake, pollers)
+    parts = PortfolioParts(guard, event_log, audit_log, key, None, pollers)
+    parts.webhooks = build_webhooks(settings, outbox, audit_log)
+    if settings.bus.nats_url:
+        parts.intake = NatsIntake(
+            settings.bus.nats_url,
+            event_log,
+            on_events=parts.apply,
+            stream=settings.bus.stream,
+            durable=settings.bus.durable,
+        )
+    return parts
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_webhooks(settings: Settings, outbox: Outbox, audit_log: AuditLog) -> WebhookParts:
+    """Webhook endpoints, the outbox the audit log fills, and the worker that delivers it."""
+    w = settings.webhooks
+    policy = DeliveryPolicy(
+        schedule_s=tuple(w.retry_schedule_s),
+        timeout_s=w.timeout_s,
+        disable_after=timedelta(days=w.disable_after_days),
+        jitter_ratio=w.jitter_ratio,
+        poll_interval_s=w.poll_interval_s,
+        max_in_flight=w.max_in_flight,
+    )
+    return WebhookParts(
+        store=WebhookStore(outbox.engine, on_change=outbox.invalidate),
+        outbox=outbox,
+        worker=WebhookWorker(outbox, policy, clock=_utcnow, audit=audit_log),
+        rotation_overlap=timedelta(hours=w.rotation_overlap_h),
+    )
+
+
+def build_orders(settings: Settings, parts: PortfolioParts, engine: Engine) -> OrderParts:
+    """The order guard over the portfolio guard, the market guard's views and public exchange data."""
+    o = settings.orders
+    book = OrderBookConfig(
+        levels=o.book_levels,
+        max_imbalance_ratio=o.book_max_imbalance_ratio,
+        imbalance_action=o.book_imbalance_action,
+        max_microprice_deviation_pct=o.book_max_microprice_deviation_pct,
+        tick_ms=o.book_tick_ms,
+        max_age_s=o.book_max_age_s,
+    )
+    account = {
+        name: AccountOrderPolicy(a.risk_level, a.market_guard_action, a.market_guard_fraction)
+        for name, a in o.accounts.items()
+    }
+    d = o.default_account
+    policy = OrderPolicy(
+        rate_per_s=o.rate_limit_per_s,
+        rate_burst=o.rate_limit_burst,
+        caps=CapPolicy(
+            caps=o.caps,
+            promote_days=o.promote_days,
+            promote_sharpe=o.promote_sharpe,
+            proven_days=o.proven_days,
+        ),
+        var_limits_pct=o.var_limits_pct,
+        var_scenarios=o.var_scenarios,
+        var_lookback_days=o.var_lookback_days,
+        book=book,
+        kill_switch_max_age_s=o.kill_switch_max_age_s,
+        accounts=account,
+        default_account=AccountOrderPolicy(d.risk_level, d.market_guard_action, d.market_guard_fraction),
+    )
+    venues = Venues(o.venues, book, parts.guard.clock, quote=o.var_quote)
+    var_venue = venues(o.var_exchange)
+    if var_venue is None:
+        raise InputError(f"orders.var_exchange: ccxt knows no exchange {o.var_exchange!r}")
+    queue = AuditQueue(parts.audit_log)
+
+    def market_view(symbol: str) -> list[dict[str, Any]]:
+        state = engine.states.get(symbol)
+        views = [engine.view(state.latest)] if state is not None and state.latest is not None else []
+        return views + ([engine.view(engine.market)] if engine.market is not None else [])
+
+    guard = OrderGuard(
+        policy,
+        parts.guard,
+        venues,
+        var_data=var_venue.data,
+        market_view=market_view,
+        audit=queue,
+        bus=parts.intake.status if parts.intake is not None else None,
+        clock=parts.guard.clock,
+    )
+    return OrderParts(guard, queue, venues)
 
 
 def build_service(settings: Settings) -> Service:
@@ -201,7 +294,9 @@ def build_service(settings: Settings) -> Service:
     metrics = Metrics()
     sources, funding = build_sources(settings)
     engine = Engine(settings, build_feed(settings), store, metrics, sources=sources, funding=funding)
-    app = create_app(settings, engine, store, metrics, portfolio=build_portfolio(settings, store))
+    portfolio = build_portfolio(settings, store)
+    portfolio.orders = build_orders(settings, portfolio, engine)
+    app = create_app(settings, engine, store, metrics, portfolio=portfolio)
     return Service(settings, store, engine, app)
 
 

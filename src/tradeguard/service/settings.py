@@ -18,7 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tradeguard.adapters.alerts import EmailConfig, PagerDutyConfig, SlackConfig, TelegramConfig
 from tradeguard.adapters.candle_files import parse_pair
+from tradeguard.core.alerting import FatiguePolicy, QuietHours, RoutingRule
 from tradeguard.core.config import MarketGuardConfig
 from tradeguard.core.timeframe import timeframe_seconds
 
@@ -166,6 +168,91 @@ class AuditSettings(_Section):
     key_file: Path = Path("var/audit_ed25519.pem")
 
 
+class OrderVenue(_Section):
+    """An exchange the order guard reads metadata, prices and books from (public endpoints, no keys)."""
+
+    market_types: list[Literal["spot", "swap", "future"]] = Field(default_factory=lambda: ["spot"])
+    api_url: str | None = Field(None, description="override the exchange REST base URL (tests, proxies)")
+    ws_url: str | None = Field(None, description="override the exchange WebSocket base URL")
+    use_websocket: bool = Field(True, description="watch order books of traded symbols (else fetch)")
+
+
+class OrderAccount(_Section):
+    """One account's order policy."""
+
+    risk_level: Literal["conservative", "balanced", "aggressive"] = "balanced"
+    market_guard_action: Literal["block", "reduce"] = "block"
+    market_guard_fraction: float = Field(0.5, gt=0, lt=1, description="reduce: the share of the order kept")
+
+
+class OrderSettings(_Section):
+    """The pre-trade check (POST /v1/orders/check)."""
+
+    rate_limit_per_s: float = Field(10.0, gt=0, description="orders per second per bot")
+    rate_limit_burst: int = Field(10, ge=1)
+    caps: tuple[float, float, float] = Field((1_000.0, 10_000.0, 100_000.0), description="notional per tier")
+    promote_days: int = Field(14, ge=0)
+    promote_sharpe: float = 1.0
+    proven_days: int = Field(60, ge=0)
+    var_limits_pct: dict[str, float] = Field(
+        default_factory=lambda: {"conservative": 8.0, "balanced": 15.0, "aggressive": 25.0}
+    )
+    var_scenarios: int = Field(10_000, ge=1_000, le=100_000)
+    var_lookback_days: int = Field(90, ge=30, le=365)
+    var_exchange: str = Field("binance", description="daily returns for VaR come from this exchange")
+    var_quote: str = "USDT"
+    book_levels: int = Field(10, ge=1, le=100)
+    book_max_imbalance_ratio: float = Field(3.0, gt=1)
+    book_imbalance_action: Literal["reduce", "delay"] = "reduce"
+    book_max_microprice_deviation_pct: float = Field(0.3, gt=0)
+    book_tick_ms: int = Field(1000, ge=1)
+    book_max_age_s: float = Field(5.0, gt=0, description="an order book older than this is stale")
+    kill_switch_max_age_s: float = Field(5.0, gt=0, description="kill switch view older than this: error")
+    venues: dict[str, OrderVenue] = Field(default_factory=dict, description="per exchange id (else public)")
+    accounts: dict[str, OrderAccount] = Field(default_factory=dict)
+    default_account: OrderAccount = Field(default_factory=OrderAccount)
+
+
+class AlertsSettings(_Section):
+    """Alerts for people: channels (secrets from the environment, e.g. TRADEGUARD_ALERTS__TELEGRAM__TOKEN),
+    routing per account ("*": every account), fatigue limits and quiet hours (see core/alerting.py)."""
+
+    telegram: TelegramConfig | None = None
+    slack: SlackConfig | None = None
+    pagerduty: PagerDutyConfig | None = None
+    email: EmailConfig | None = None
+    routes: dict[str, list[RoutingRule]] = Field(default_factory=dict, description="per account; first match")
+    quiet_hours: dict[str, QuietHours] = Field(default_factory=dict, description="per account")
+    fatigue: FatiguePolicy = Field(default_factory=FatiguePolicy)
+    service_url: str = Field("", description="the service's URL as people reach it, for reset instructions")
+    attempts: int = Field(4, ge=1, description="tries per message")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class WebhookSettings(_Section):
+    """Webhook delivery (Standard Webhooks): retries, timeouts, when a failing endpoint is disabled."""
+
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        min_length=1,
+        description="delay before each attempt (the first: 0); after the last one fails: dead",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="a receiver's answer must arrive within this")
+    disable_after_days: float = Field(5.0, gt=0, description="disable an endpoint failing for this long")
+    rotation_overlap_h: float = Field(24.0, ge=0, description="a rotated-out secret keeps signing this long")
+    poll_interval_s: float = Field(1.0, gt=0, description="look for due deliveries at least this often")
+    jitter_ratio: float = Field(0.1, ge=0, le=1, description="stretch each retry delay by up to this share")
+    max_in_flight: int = Field(256, ge=1, description="deliveries being sent at once")
+    subscription_ttl_s: float = Field(5.0, ge=0, description="see other replicas' webhook changes this fast")
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must be 0 or more seconds")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything `tradeguard serve` reads at start-up; unknown keys are errors."""
 
@@ -187,6 +274,9 @@ class Settings(BaseSettings):
     portfolio: PortfolioSettings = Field(default_factory=PortfolioSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    orders: OrderSettings = Field(default_factory=OrderSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("pairs")
     @classmethod

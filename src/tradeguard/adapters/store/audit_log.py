@@ -14,15 +14,19 @@ older than the last one this instance appended (the tail was cut).
 
 `payload` is stored as its canonical JSON text — the exact bytes that were signed — rather than as JSON or
 JSONB, which re-encode numbers (1e20 comes back as an integer) and refuse NUL characters.
+
+An optional `outbox` (the webhook outbox, `adapters.store.outbox`) is handed the new records inside the
+append's transaction, so what it writes commits or rolls back with them; what it returns runs after the
+commit.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,6 +40,7 @@ from tradeguard.core.audit import (
     AuditIntegrityError,
     AuditRecord,
     ChainHead,
+    PreparedEvent,
     Signer,
     VerifyResult,
     decode_signature,
@@ -81,11 +86,20 @@ _COLUMNS = (
 )
 
 
+class AuditOutbox(Protocol):
+    """Writes what the new records cause (webhook deliveries) in the append's transaction."""
+
+    def enqueue(self, conn: Connection, records: Sequence[AuditRecord]) -> Callable[[], None] | None:
+        """Write in `conn`'s transaction; return what to call once it has committed, if anything."""
+        ...
+
+
 class AuditLog:
     """Append, query and verify the audit chain on the store's engine (`Store.engine`).
 
     `signer` is needed to append (read-only without). `trusted_keys`: public keys of earlier signing keys
-    whose records the chain may end with (after a key change), besides the signer's own.
+    whose records the chain may end with (after a key change), besides the signer's own. `outbox` gets the
+    records of every append in its transaction.
     """
 
     def __init__(
@@ -94,9 +108,11 @@ class AuditLog:
         signer: Signer | None = None,
         *,
         trusted_keys: Iterable[Ed25519PublicKey] = (),
+        outbox: AuditOutbox | None = None,
     ) -> None:
         self._engine = engine
         self._signer = signer
+        self._outbox = outbox
         self._trusted = [*([signer.public_key] if signer is not None else []), *trusted_keys]
         self._lock = threading.Lock()  # one appender per process at a time: no busy-waiting on SQLite
         self._head: ChainHead | None = None  # the head this instance last wrote (then no need to check it)
@@ -113,12 +129,16 @@ class AuditLog:
         """Seal one event (type from `core.audit.AUDIT_EVENT_TYPES`, `now` aware) and store it durably."""
         return self.append_many([AuditEvent(event_type, account, payload, now)])[0]
 
-    def append_many(self, events: Iterable[AuditEvent]) -> list[AuditRecord]:
-        """Seal and store several events in order, in one transaction: all or none."""
+    def append_many(self, events: Iterable[AuditEvent | PreparedEvent]) -> list[AuditRecord]:
+        """Seal and store several events in order, in one transaction: all or none. Events may come prepared
+        (`core.audit.prepare_event`) by a caller that canonicalises them on another thread."""
         if self._signer is None:
             raise InputError("this audit log has no signing key: it can read and verify, not append")
         signer = self._signer
-        prepared = [prepare_event(e.type, e.account, e.payload, e.ts) for e in events]  # outside the lock
+        prepared = [  # outside the lock
+            e if isinstance(e, PreparedEvent) else prepare_event(e.type, e.account, e.payload, e.ts)
+            for e in events
+        ]
         if not prepared:
             return []
         with self._lock:
@@ -131,8 +151,11 @@ class AuditLog:
                     prev = seal_prepared(prev, event, str(uuid.uuid4()), signer)
                     records.append(prev)
                 conn.execute(audit_log.insert(), [_row(record) for record in records])
+                after_commit = self._outbox.enqueue(conn, records) if self._outbox is not None else None
             last = records[-1]
             self._head = ChainHead(last.seq, last.hash, last.signature)  # committed
+        if after_commit is not None:
+            after_commit()
         return records
 
     def _checked_head(self, conn: Connection) -> ChainHead:

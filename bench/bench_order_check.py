@@ -1,0 +1,290 @@
+"""POST /v1/orders/check latency: one check of an order against a 20-position portfolio, VaR included.
+
+1. In-process: `OrderGuard.check` called back to back (p50/p99 over --checks checks).
+2. Over HTTP on loopback: the service (uvicorn, one process) checked at a fixed --rate (default 500/s) by an
+   open-loop client in another process; latency is request sent → response read.
+
+Both compose the guards as `serve` does (kernel.build_portfolio + build_orders) against a local fake Binance
+(tests/fakes) listing 20 assets; the account holds one perpetual position in each. Order books come from the
+order-book source's cache (refreshed by REST when older than its age limit, raised to 60 s here so the
+figures show the check path a live watch stream gives, not REST round trips). Bots rotate (1,000 of them) so
+the per-bot rate limit of 10/s is not what is measured. Every decision is audited (audit queue, SQLite).
+
+Usage: python bench/bench_order_check.py [--checks 5000] [--rate 500] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.fake_binance import DAY_MS, FakeBinance  # noqa: E402
+
+from tradeguard.core.events import Event  # noqa: E402
+from tradeguard.core.order_check import OrderRequest  # noqa: E402
+
+ASSETS = [
+    "BTC",
+    "ETH",
+    "SOL",
+    "XRP",
+    "ADA",
+    "DOGE",
+    "DOT",
+    "LINK",
+    "LTC",
+    "AVAX",
+    "BNB",
+    "TRX",
+    "ATOM",
+    "NEAR",
+    "APT",
+    "ARB",
+    "OP",
+    "FIL",
+    "ETC",
+    "UNI",
+]
+PRICES = {a: 10.0 * (i + 1) for i, a in enumerate(ASSETS)} | {"BTC": 30_000.0, "ETH": 2_000.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_exchange() -> FakeBinance:
+    now = int(time.time() * 1000)
+    markets = {f"{a}USDT": (a, "USDT", PRICES[a]) for a in ASSETS}
+    return FakeBinance(now_ms=now, start_ms=now - 200 * DAY_MS, markets=markets).start()
+
+
+def settings_values(tmp: Path, fake_url: str) -> dict[str, Any]:
+    return {
+        "store_url": f"sqlite:///{tmp / 'bench.db'}",
+        "external": {"enabled": False},
+        "audit": {"key_file": tmp / "audit.pem"},
+        "auth": {"rate_limit_per_s": 100_000.0, "rate_limit_burst": 100_000},
+        "orders": {
+            "venues": {"binance": {"api_url": fake_url, "use_websocket": False}},
+            "book_max_age_s": 60.0,
+            "default_account": {"market_guard_action": "reduce"},
+        },
+    }
+
+
+def portfolio_events(account: str = "bench") -> list[Event]:
+    now = datetime.now(UTC).isoformat()
+    positions = [
+        {
+            "symbol": f"{a}/USDT:USDT",
+            "side": "long" if i % 3 else "short",
+            "contracts": 2_000.0 / PRICES[a],
+            "markPrice": PRICES[a],
+            "leverage": 2.0,
+        }
+        for i, a in enumerate(ASSETS)
+    ]
+    common = {"account": account, "exchange": "binance", "bot": "seed", "ts": now}
+    return [
+        Event.model_validate(
+            common
+            | {"id": "eq", "type": "equity", "payload": {"total_equity": 100_000.0, "currency": "USDT"}}
+        ),
+        Event.model_validate(
+            common | {"id": "pos", "type": "positions", "payload": {"positions": positions}}
+        ),
+    ]
+
+
+def order(i: int) -> dict[str, Any]:
+    return {
+        "account": "bench",
+        "bot": f"bot{i % 1000}",
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "side": "buy" if i % 2 else "sell",
+        "amount": 0.001,
+        "price": None,
+        "type": "market",
+        "mode": "live",
+    }
+
+
+def percentiles(ms: list[float]) -> str:
+    a = np.array(ms)
+    return (
+        f"p50 {np.percentile(a, 50):.3f} ms  p90 {np.percentile(a, 90):.3f} ms  "
+        f"p99 {np.percentile(a, 99):.3f} ms  max {a.max():.3f} ms"
+    )
+
+
+# --- in-process ---------------------------------------------------------------------------------------
+
+
+def in_process(checks: int) -> None:
+    from tests.service_kit import ScriptedFeed, make_frames
+
+    from tradeguard.adapters.store import Store
+    from tradeguard.service.engine import Engine
+    from tradeguard.service.kernel import build_orders, build_portfolio
+    from tradeguard.service.metrics import Metrics
+    from tradeguard.service.settings import Settings
+
+    fake = fake_exchange()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.load(**settings_values(Path(tmp), fake.url))
+        store = Store.open(settings.store_url)
+        engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
+        parts = build_portfolio(settings, store)
+        orders = parts.orders = build_orders(settings, parts, engine)
+        orders.guard.market_view = lambda _s: [{"pair": "BTC/USDT", "safe_to_trade": True, "stale": False}]
+
+        async def go() -> None:
+            writer = asyncio.create_task(orders.audit_queue.run())
+            await parts.apply(portfolio_events())
+            requests = [OrderRequest.model_validate(order(i)) for i in range(checks)]
+            first = await orders.guard.check(requests[0])  # warm-up: metadata, history, scenarios, book
+            assert first.var.after_pct is not None, first.reasons
+            decisions: dict[str, int] = {}
+            ms = []
+            for req in requests[1:]:
+                t = time.perf_counter()
+                d = await orders.guard.check(req)
+                ms.append((time.perf_counter() - t) * 1000)
+                decisions[d.decision] = decisions.get(d.decision, 0) + 1
+                if len(ms) % 50 == 0:
+                    await asyncio.sleep(0)  # let the audit writer run, as between requests in the service
+            await orders.audit_queue.flush()
+            writer.cancel()
+            await orders.venues.close()
+            print(f"in-process check, {len(ASSETS)} positions, VaR {first.var.scenarios} scenarios:")
+            print(f"  {len(ms)} checks  {percentiles(ms)}  decisions {decisions}")
+            print(f"  audited: {orders.audit_queue.written} decisions")
+
+        asyncio.run(go())
+        store.close()
+    fake.stop()
+
+
+# --- over HTTP ----------------------------------------------------------------------------------------
+
+
+def serve(port: int) -> None:
+    """Child process: the service on `port` with the bench portfolio; prints the admin key when ready."""
+    import uvicorn
+
+    from tradeguard.service.kernel import build_service, ensure_admin_key
+    from tradeguard.service.settings import Settings
+
+    fake = fake_exchange()
+    tmp = Path(tempfile.mkdtemp())
+    values = settings_values(tmp, fake.url) | {
+        "feed": {"mode": "simulator"},
+        "pairs": ["BTC/USDT"],
+        "port": port,
+    }
+    service = build_service(Settings.load(**values))
+    key = ensure_admin_key(service.store)
+    assert key is not None
+    config = uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        await service.app.state.on_events(portfolio_events())
+        print(json.dumps({"token": key.token}), flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+async def load(port: int, token: str, rate: float, seconds: float) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"http://127.0.0.1:{port}/v1/orders/check"
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10.0) as client:
+        for i in range(20):  # warm-up
+            (await client.post(url, json=order(i))).raise_for_status()
+        ms: list[float] = []
+        decisions: dict[str, int] = {}
+        server_ms: list[float] = []
+
+        async def one(i: int) -> None:
+            t = time.perf_counter()
+            r = await client.post(url, json=order(i))
+            ms.append((time.perf_counter() - t) * 1000)
+            body = r.json()
+            decisions[body["decision"]] = decisions.get(body["decision"], 0) + 1
+            server_ms.append(body["latency_ms"])
+
+        n = int(rate * seconds)
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+        print(
+            f"HTTP POST /v1/orders/check at {rate:.0f}/s for {seconds:.0f} s (achieved {n / elapsed:.0f}/s):"
+        )
+        print(f"  client-measured  {percentiles(ms)}  decisions {decisions}")
+        print(f"  guard-measured   {percentiles(server_ms)}")
+
+
+def over_http(rate: float, seconds: float) -> None:
+    port = free_port()
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        token = json.loads(child.stdout.readline())["token"]
+        asyncio.run(load(port, token, rate, seconds))
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    in_process(args.checks)
+    over_http(args.rate, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
