@@ -1,7 +1,7 @@
 """POST /v1/orders/check latency: one check of an order against a 20-position portfolio, VaR included.
 
 1. In-process: `OrderGuard.check` called back to back (p50/p99 over --checks checks).
-2. Over HTTP on loopback: the service (uvicorn, one process) checked at a fixed --rate (default 500/s) by an
+2. Over HTTP on loopback: the service (uvicorn, one process; its market guard fed from the fake) checked at a fixed --rate (default 500/s) by an
    open-loop client in another process; latency is request sent → response read.
 
 Both compose the guards as `serve` does (kernel.build_portfolio + build_orders) against a local fake Binance
@@ -196,7 +196,7 @@ def serve(port: int) -> None:
     fake = fake_exchange()
     tmp = Path(tempfile.mkdtemp())
     values = settings_values(tmp, fake.url) | {
-        "feed": {"mode": "simulator"},
+        "feed": {"mode": "live", "api_url": fake.url, "use_websocket": False, "poll_interval_s": 60.0},
         "pairs": ["BTC/USDT"],
         "port": port,
     }
