@@ -60,6 +60,8 @@ VAR_LIMITS_PCT: Mapping[str, float] = {"conservative": 8.0, "balanced": 15.0, "a
 class BookSource(Protocol):
     async def get(self, symbol: str) -> BookSnapshot: ...
 
+    def cached(self, symbol: str) -> BookSnapshot | None: ...
+
 
 class AuditSink(Protocol):
     def put(self, event_type: str, account: str | None, payload: Mapping[str, Any], ts: datetime) -> None: ...
@@ -202,7 +204,7 @@ class OrderGuard:
         self.amounts: dict[tuple[str, str, str], deque[float]] = {}
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self._scenarios: tuple[float, ScenarioSet] | None = None
-        self._portfolio_var: dict[str, tuple[tuple[int, int], PortfolioVar]] = {}
+        self._portfolio_var: dict[str, tuple[AccountRisk, PortfolioVar]] = {}
 
     # --- what the bots report --------------------------------------------------------------------------
 
@@ -382,8 +384,7 @@ class OrderGuard:
         venue = self.venues(req.exchange)
         price = req.price
         if price is None and venue is not None:
-            cached = getattr(venue.books, "cached", None)
-            book = cached(req.symbol) if cached is not None else None
+            book = venue.books.cached(req.symbol)  # no exchange call: a price if one is held
             price = _mid(book) if book is not None else None
         return opposite and price is not None and req.amount * price <= abs(asset.net_notional)
 
@@ -667,19 +668,21 @@ class OrderGuard:
             )
         run.done("var", "pass", after, limit)
 
-    async def _account_var(self, risk: Any, summary: Any, order_asset: str, now: datetime) -> PortfolioVar:
-        """The account's cached scenario P&L; rebuilt when its exposures or the scenarios change."""
-        exposures = {a: e.net_notional for a, e in summary.assets.items() if a not in STABLECOINS}
-        wanted = set(exposures) | ({order_asset} - STABLECOINS)
+    async def _account_var(
+        self, risk: AccountRisk, summary: Any, order_asset: str, now: datetime
+    ) -> PortfolioVar:
+        """The account's cached scenario P&L; rebuilt when its risk view (exposures) or the scenarios change.
+        The cache holds the risk view itself, so identity means the same exposures."""
+        wanted = (set(summary.assets) | {order_asset}) - STABLECOINS
         scenarios = await self._scenario_set(wanted, now)
-        key = (id(risk), id(scenarios))
         hit = self._portfolio_var.get(risk.account)
-        if hit is not None and hit[0] == key:
+        if hit is not None and hit[0] is risk and hit[1].scenarios is scenarios:
             return hit[1]
+        exposures = {a: e.net_notional for a, e in summary.assets.items() if a not in STABLECOINS}
         pv = PortfolioVar(scenarios, exposures, summary.total_equity, self.policy.var_confidence)
         if pv.missing:
             raise ValueError(f"no daily returns for {', '.join(pv.missing)}")
-        self._portfolio_var[risk.account] = (key, pv)
+        self._portfolio_var[risk.account] = (risk, pv)
         return pv
 
     async def _scenario_set(self, assets: set[str], now: datetime) -> ScenarioSet:
@@ -776,21 +779,10 @@ class OrderGuard:
             **decision.model_dump(mode="json", exclude={"evaluated_at"}),
         }
         try:
-            self.audit.put(audit_types.ORDER_DECISION, req.account, _finite(payload), decision.evaluated_at)
+            self.audit.put(audit_types.ORDER_DECISION, req.account, payload, decision.evaluated_at)
         except Exception:
             log.exception("order decision for %s/%s not audited", req.account, req.bot)
 
 
 def _mid(book: BookSnapshot) -> float:
     return (book.bids[0][0] + book.asks[0][0]) / 2.0
-
-
-def _finite(value: Any) -> Any:
-    """Canonical JSON has no infinity or NaN: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
