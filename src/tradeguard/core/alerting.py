@@ -644,3 +644,5 @@ _BUILDERS: dict[str, Callable[[_Event], Alert | None]] = {
     audit.BREAKER_ACTION: _action,
     audit.WEBHOOK_DISABLED: _webhook_disabled,
 }
+ALERT_EVENT_TYPES: frozenset[str] = frozenset(_BUILDERS)
+"""The audit event types that can call for an alert (`alert_from_envelope` ignores the others)."""

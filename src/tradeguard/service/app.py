@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI
 
 from tradeguard import __version__
+from tradeguard.adapters.alerts.feed import AlertFeed
 from tradeguard.adapters.bus.nats_intake import NatsIntake
 from tradeguard.adapters.exchange_poller import ExchangePoller
 from tradeguard.adapters.signing_key import AuditKey
@@ -59,6 +60,7 @@ class PortfolioParts:
     pollers: list[ExchangePoller] = field(default_factory=list)
     orders: OrderParts | None = None
     webhooks: WebhookParts | None = None
+    alerts: AlertFeed | None = None
 
     async def apply(self, events: Sequence[Event]) -> None:
         """Hand stored events to the guards (the portfolio guard, then the order guard's bot records)."""
@@ -99,6 +101,9 @@ def create_app(
             polling = [asyncio.create_task(p.run(portfolio.store_and_apply)) for p in portfolio.pollers]
             if portfolio.orders is not None:
                 polling.append(asyncio.create_task(portfolio.orders.audit_queue.run(), name="order-audit"))
+            if portfolio.alerts is not None:
+                await portfolio.alerts.start()
+                polling.append(asyncio.create_task(portfolio.alerts.run(), name="alerts"))
             ticker = asyncio.create_task(
                 _tick(
                     portfolio.guard, settings.portfolio.evaluate_every_s, settings.portfolio.snapshot_every_s

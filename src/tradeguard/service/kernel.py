@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from tradeguard.adapters.actions import TripAction
 from tradeguard.adapters.actions.cancel_orders import CancelOpenOrders
 from tradeguard.adapters.actions.freqtrade import PauseFreqtrade
+from tradeguard.adapters.alerts import build_notifier
+from tradeguard.adapters.alerts.feed import AlertFeed
 from tradeguard.adapters.bus.nats_intake import NatsIntake
 from tradeguard.adapters.exchange_poller import ExchangePoller
 from tradeguard.adapters.external_files import load_external
@@ -28,7 +30,7 @@ from tradeguard.adapters.sources.fred import FredFetcher
 from tradeguard.adapters.sources.funding import FundingRateFetcher
 from tradeguard.adapters.sources.http import HttpPolicy
 from tradeguard.adapters.sources.static import StaticSource
-from tradeguard.adapters.store import AuditLog, EventLog, GuardState, IssuedKey, Store
+from tradeguard.adapters.store import AuditLog, EventLog, GuardState, IssuedKey, ReadCursor, Store
 from tradeguard.adapters.store.audit_queue import AuditQueue
 from tradeguard.adapters.store.outbox import Outbox
 from tradeguard.adapters.store.webhooks import WebhookStore
@@ -288,6 +290,20 @@ def build_orders(settings: Settings, parts: PortfolioParts, engine: Engine) -> O
     return OrderParts(guard, queue, venues)
 
 
+def build_alerts(settings: Settings, audit_log: AuditLog, metrics: Metrics) -> AlertFeed | None:
+    """The feed from the audit log to the configured alert channels; None when none is configured."""
+    notifier = build_notifier(settings.alerts, clock=_utcnow, on_delivery=metrics.observe_alert)
+    if notifier is None:
+        return None
+    return AlertFeed(
+        audit_log,
+        ReadCursor(audit_log.engine, "alerts"),
+        notifier,
+        _utcnow,
+        max_age=timedelta(seconds=settings.alerts.max_age_s),
+    )
+
+
 def build_service(settings: Settings) -> Service:
     """Open the store (migrating it), build feed, sources, engine, portfolio guard and app."""
     store = Store.open(settings.store_url)
@@ -296,6 +312,7 @@ def build_service(settings: Settings) -> Service:
     engine = Engine(settings, build_feed(settings), store, metrics, sources=sources, funding=funding)
     portfolio = build_portfolio(settings, store)
     portfolio.orders = build_orders(settings, portfolio, engine)
+    portfolio.alerts = build_alerts(settings, portfolio.audit_log, metrics)
     app = create_app(settings, engine, store, metrics, portfolio=portfolio)
     return Service(settings, store, engine, app)
 

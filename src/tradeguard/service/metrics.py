@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tradeguard.adapters.alerts.base import Delivery
 from tradeguard.adapters.status import SourceStatus
 from tradeguard.core.classify import REGIMES
 
@@ -63,6 +64,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.alerts = Counter(
+            "tradeguard_alert_messages",
+            "Alert messages to people by channel and outcome (ok / failed)",
+            ["channel", "outcome"],
+            registry=r,
+        )
 
     def observe_assessment(self, a: dict[str, Any]) -> None:
         pair = a["pair"] or "market"
@@ -73,6 +80,10 @@ class Metrics:
             self.volatility.labels(pair).set(a["volatility"])
         for regime in REGIMES:
             self.regime.labels(pair, regime).set(1.0 if a.get("regime") == regime else 0.0)
+
+    def observe_alert(self, delivery: Delivery) -> None:
+        """Count one alert message (a notifier's `on_delivery`)."""
+        self.alerts.labels(delivery.channel, "ok" if delivery.ok else "failed").inc()
 
     def add_sources(
         self, statuses: Callable[[], Iterable[SourceStatus]], clock: Callable[[], datetime]

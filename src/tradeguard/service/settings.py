@@ -227,6 +227,7 @@ class AlertsSettings(_Section):
     service_url: str = Field("", description="the service's URL as people reach it, for reset instructions")
     attempts: int = Field(4, ge=1, description="tries per message")
     timeout_s: float = Field(10.0, gt=0)
+    max_age_s: float = Field(900.0, gt=0, description="older events (an outage): not sent")
 
 
 class WebhookSettings(_Section):

@@ -4,6 +4,7 @@
 """
 
 from tradeguard.adapters.store.audit_log import AuditLog
+from tradeguard.adapters.store.cursors import ReadCursor
 from tradeguard.adapters.store.event_log import BatchRejected, EventLog, StoreResult
 from tradeguard.adapters.store.guard_state import GuardState
 from tradeguard.adapters.store.schema import SCOPES
@@ -18,6 +19,7 @@ __all__ = [
     "GuardState",
     "IssuedKey",
     "KeyRecord",
+    "ReadCursor",
     "Store",
     "StoreResult",
 ]

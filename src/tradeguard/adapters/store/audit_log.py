@@ -227,6 +227,26 @@ class AuditLog:
             rows = conn.execute(query).all()
         return [_record(row).to_envelope() for row in rows]
 
+    def tail(self, after_seq: int, types: Iterable[str], limit: int = 500) -> tuple[list[AuditRecord], int]:
+        """Records of `types` after `after_seq` (oldest first, at most `limit`) and the seq read up to.
+
+        Appends are serialised and a record becomes visible only with every record before it, so the
+        returned seq is safe to resume after: nothing at or below it can still appear.
+        """
+        with self._engine.connect() as conn, conn.begin():
+            head = conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar_one_or_none()
+            if head is None or head <= after_seq:
+                return [], after_seq
+            rows = conn.execute(
+                sa.select(*_COLUMNS)
+                .where(audit_log.c.seq > after_seq, audit_log.c.seq <= head)
+                .where(audit_log.c.type.in_(list(types)))
+                .order_by(audit_log.c.seq)
+                .limit(limit)
+            ).all()
+        records = [_record(row) for row in rows]
+        return records, (records[-1].seq if len(records) == limit else int(head))
+
     def iter_all(self, batch: int = 10_000, *, until_seq: int | None = None) -> Iterator[AuditRecord]:
         """Every record in seq order (up to `until_seq`), read in batches: constant memory."""
         after: int | None = None
