@@ -38,6 +38,7 @@ from tradeguard.adapters.store.schema import webhook_deliveries
 from tradeguard.adapters.store.webhooks import Webhook, WebhookStore
 from tradeguard.adapters.webhooks.http import HttpClient, HttpError
 from tradeguard.adapters.webhooks.policy import DEFAULT_SCHEDULE_S, DeliveryPolicy
+from tradeguard.adapters.webhooks.targets import TargetPolicy, parse_networks
 from tradeguard.adapters.webhooks.worker import WebhookWorker
 from tradeguard.core import audit
 from tradeguard.core.audit import AuditRecord, verify_record
@@ -373,6 +374,29 @@ def test_down_receiver_is_retried_on_schedule_then_dead(side: Side, clock: Clock
         assert row["attempts"] == attempt and "ConnectionRefused" in row["last_error"]
     assert row["status"] == "dead" and row["next_attempt_at"] is None
     assert clock() - start == timedelta(seconds=sum(DEFAULT_SCHEDULE_S))  # 75 h 35 min 5 s
+
+
+def test_blocked_networks_are_refused_at_registration_and_on_connect(
+    store_url: str, clock: Clock, receiver: Receiver
+) -> None:
+    default = TargetPolicy()
+    assert default.blocked_by("169.254.169.254") is not None and default.blocked_by("::ffff:169.254.1.1")
+    assert default.blocked_by("fd00:ec2::254") is not None and default.blocked_by("127.0.0.1") is None
+    for literal in ("http://169.254.169.254/hook", "http://[fe80::1]/hook", "http://[::ffff:169.254.1.1]/x"):
+        with pytest.raises(InputError, match="blocked network"):
+            WebhookStore(Store.open("sqlite://").engine).create("alpha", literal, ["risk.*"], now=clock())
+    loopback = TargetPolicy(parse_networks(["127.0.0.0/8", "::1/128"]))  # a shared, untrusted-tenant setup
+    side = open_side(store_url, clock, targets=loopback)
+    try:
+        port = receiver.url.rsplit(":", 1)[1]
+        side.hooks.create("alpha", f"http://localhost:{port}/hook", ["risk.breaker.*"], now=clock())  # a name
+        side.append()
+        assert side.deliver() == 1
+        [row] = side.deliveries()
+        assert row["status"] == "failed" and "resolves only to blocked addresses" in row["last_error"]
+        assert "127.0.0.1 (in 127.0.0.0/8)" in row["last_error"] and receiver.seen == []
+    finally:
+        side.close()
 
 
 def test_500s_and_timeouts_are_retried(store_url: str, clock: Clock, receiver: Receiver) -> None:
@@ -837,6 +861,11 @@ def test_webhook_api_crud_tenancy_and_deliveries(api: tuple[TestClient, dict[str
             )["detail"]
         )
         problem(client.post("/v1/webhooks", json={"url": body["url"]}, headers=h(keys["op_a"])), 422)
+        metadata_url = {**body, "url": "http://169.254.169.254/latest/meta-data/"}
+        assert (
+            "blocked network 169.254.0.0/16"
+            in problem(client.post("/v1/webhooks", json=metadata_url, headers=h(keys["op_a"])), 422)["detail"]
+        )
         problem(client.patch(path, json={"event_types": ["nope.*"]}, headers=h(keys["op_a"])), 422)
 
         # a risk event reaches the receiver, signed; the delivery log shows it

@@ -36,6 +36,7 @@ from tradeguard.adapters.store.outbox import Outbox
 from tradeguard.adapters.store.webhooks import WebhookStore
 from tradeguard.adapters.webhooks.parts import WebhookParts
 from tradeguard.adapters.webhooks.policy import DeliveryPolicy
+from tradeguard.adapters.webhooks.targets import TargetPolicy, parse_networks
 from tradeguard.adapters.webhooks.worker import WebhookWorker
 from tradeguard.core.bot_record import CapPolicy
 from tradeguard.core.exposure import ExposureConfig
@@ -217,6 +218,7 @@ def _utcnow() -> datetime:
 def build_webhooks(settings: Settings, outbox: Outbox, audit_log: AuditLog) -> WebhookParts:
     """Webhook endpoints, the outbox the audit log fills, and the worker that delivers it."""
     w = settings.webhooks
+    targets = TargetPolicy(parse_networks(w.blocked_networks))
     policy = DeliveryPolicy(
         schedule_s=tuple(w.retry_schedule_s),
         timeout_s=w.timeout_s,
@@ -224,9 +226,10 @@ def build_webhooks(settings: Settings, outbox: Outbox, audit_log: AuditLog) -> W
         jitter_ratio=w.jitter_ratio,
         poll_interval_s=w.poll_interval_s,
         max_in_flight=w.max_in_flight,
+        targets=targets,
     )
     return WebhookParts(
-        store=WebhookStore(outbox.engine, on_change=outbox.invalidate),
+        store=WebhookStore(outbox.engine, on_change=outbox.invalidate, targets=targets),
         outbox=outbox,
         worker=WebhookWorker(outbox, policy, clock=_utcnow, audit=audit_log),
         rotation_overlap=timedelta(hours=w.rotation_overlap_h),

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from tradeguard.adapters.alerts import EmailConfig, PagerDutyConfig, SlackConfig, TelegramConfig
 from tradeguard.adapters.candle_files import parse_pair
+from tradeguard.adapters.webhooks.targets import DEFAULT_BLOCKED, parse_networks
 from tradeguard.core.alerting import FatiguePolicy, QuietHours, RoutingRule
 from tradeguard.core.config import MarketGuardConfig
 from tradeguard.core.timeframe import timeframe_seconds
@@ -245,6 +246,16 @@ class WebhookSettings(_Section):
     jitter_ratio: float = Field(0.1, ge=0, le=1, description="stretch each retry delay by up to this share")
     max_in_flight: int = Field(256, ge=1, description="deliveries being sent at once")
     subscription_ttl_s: float = Field(5.0, ge=0, description="see other replicas' webhook changes this fast")
+    blocked_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="CIDRs webhooks may not reach (SSRF); add private ranges for untrusted tenants",
+    )
+
+    @field_validator("blocked_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     @field_validator("retry_schedule_s")
     @classmethod

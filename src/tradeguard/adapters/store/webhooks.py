@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from tradeguard.adapters.store.schema import webhook_deliveries, webhooks
 from tradeguard.adapters.store.store import write_transaction
 from tradeguard.adapters.webhooks.signing import new_secret, secret_key
+from tradeguard.adapters.webhooks.targets import TargetPolicy
 from tradeguard.core.audit import AUDIT_EVENT_TYPES, WEBHOOK_TEST
 from tradeguard.errors import InputError
 
@@ -93,8 +94,8 @@ def matching_types(patterns: Iterable[str]) -> frozenset[str]:
     return frozenset(t for t in ROUTABLE_TYPES if any(fnmatchcase(t, p) for p in patterns))
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host; InputError otherwise."""
+def check_url(url: str, targets: TargetPolicy | None = None) -> str:
+    """An absolute http(s) URL with a host (not an address `targets` blocks); InputError otherwise."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise InputError(f"url must be 1 to {MAX_URL_LENGTH} characters")
     if not _URL_TEXT.fullmatch(url):
@@ -108,6 +109,8 @@ def check_url(url: str) -> str:
         raise InputError(f"url must be an absolute http:// or https:// URL, got {url!r}")
     if parts.username is not None or parts.password is not None:
         raise InputError("url must not carry credentials: verify deliveries by their signature")
+    if targets is not None:
+        targets.check_host(parts.hostname)
     return url
 
 
@@ -131,9 +134,15 @@ def check_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
 class WebhookStore:
     """Create, read, change and delete webhooks; `on_change` runs after every committed change."""
 
-    def __init__(self, engine: Engine, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_change: Callable[[], None] = lambda: None,
+        targets: TargetPolicy | None = None,
+    ) -> None:
         self._engine = engine
         self._on_change = on_change
+        self._targets = targets or TargetPolicy()
 
     def create(
         self,
@@ -151,7 +160,7 @@ class WebhookStore:
         row = {
             "id": f"wh_{secrets.token_hex(10)}",
             "account": account,
-            "url": check_url(url),
+            "url": check_url(url, self._targets),
             "event_types": list(check_patterns(event_types)),
             "description": description,
             "secret": secret if secret is not None else new_secret(),
@@ -194,7 +203,7 @@ class WebhookStore:
         """Change the given fields (None: unchanged); None when there is no such webhook."""
         values: dict[str, Any] = {"updated_at": now}
         if url is not None:
-            values["url"] = check_url(url)
+            values["url"] = check_url(url, self._targets)
         if event_types is not None:
             values["event_types"] = list(check_patterns(event_types))
         if description is not None:

@@ -9,12 +9,14 @@ and host names verified).
 Scope, as webhooks need it: POST only; no redirects (Standard Webhooks counts a 3xx as a failure), no
 proxies, no compression. The answer's status, Retry-After and first 64 KiB of body are kept; the body is read
 to its end so the connection can be reused. A connection from the pool that turns out to have been closed
-by the receiver is replaced once, transparently (deliveries are idempotent by `webhook-id`).
+by the receiver is replaced once, transparently (deliveries are idempotent by `webhook-id`). Host names are
+resolved here and checked against the blocked networks (`targets`) before connecting to the address checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from typing import Final, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from tradeguard.adapters.webhooks.targets import TargetPolicy
 
 MAX_BODY: Final = 64 * 1024
 
@@ -144,8 +148,11 @@ class HttpClient:
     """POSTs with per-origin keep-alive pools (up to `max_idle` connections each); each call bounded by
     `timeout_s` (TimeoutError)."""
 
-    def __init__(self, *, timeout_s: float, user_agent: str, max_idle: int = 256) -> None:
+    def __init__(
+        self, *, timeout_s: float, user_agent: str, max_idle: int = 256, targets: TargetPolicy | None = None
+    ) -> None:
         self._timeout_s = timeout_s
+        self._policy = targets or TargetPolicy()
         self._user_agent = user_agent
         self._max_idle = max_idle
         self._idle: dict[_Origin, list[_Connection]] = {}
@@ -205,12 +212,26 @@ class HttpClient:
                 self._tls = ssl.create_default_context()
             tls = self._tls
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(deadline):
-                _, conn = await loop.create_connection(_Connection, host, port, ssl=tls)
-        except OSError as exc:
-            raise HttpError(f"cannot connect to {host}:{port}: {type(exc).__name__}: {exc}") from exc
-        return conn
+        async with asyncio.timeout_at(deadline):
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise HttpError(f"cannot resolve {host}: {type(exc).__name__}: {exc}") from exc
+            addresses = list(dict.fromkeys(info[4][:2] for info in infos))
+            allowed = [a for a in addresses if self._policy.blocked_by(a[0]) is None]
+            if not allowed:
+                blocked = ", ".join(f"{a[0]} (in {self._policy.blocked_by(a[0])})" for a in addresses)
+                raise HttpError(f"{host} resolves only to blocked addresses: {blocked}")
+            error: OSError | None = None
+            for address, address_port in allowed:  # connect to the address checked, not the name again
+                try:
+                    _, conn = await loop.create_connection(
+                        _Connection, address, address_port, ssl=tls, server_hostname=host if tls else None
+                    )
+                    return conn
+                except OSError as exc:
+                    error = exc
+        raise HttpError(f"cannot connect to {host}:{port}: {type(error).__name__}: {error}") from error
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)

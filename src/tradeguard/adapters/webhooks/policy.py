@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Final
 
 from tradeguard.adapters.store.outbox import Attempt, DueDelivery
+from tradeguard.adapters.webhooks.targets import TargetPolicy
 
 # The Standard Webhooks example schedule: delays before attempts 1..10 (about 3 days in all).
 DEFAULT_SCHEDULE_S: Final = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
@@ -21,7 +22,7 @@ class DeliveryPolicy:
     `schedule_s[i]` is the delay before attempt i+1 (the first is normally 0); after the last attempt fails
     the delivery is dead. Each retry delay is stretched by up to `jitter_ratio` at random, so endpoints that
     fail together are not retried in lock-step. A webhook whose deliveries have all failed for
-    `disable_after` is disabled.
+    `disable_after` is disabled. `targets`: the networks deliveries may not connect to.
     """
 
     schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
@@ -31,6 +32,7 @@ class DeliveryPolicy:
     poll_interval_s: float = 1.0
     max_in_flight: int = 256
     lease_margin_s: float = 60.0  # a leased delivery is retried this long after the timeout if unrecorded
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
 
     @property
     def lease(self) -> timedelta:

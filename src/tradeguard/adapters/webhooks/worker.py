@@ -232,6 +232,7 @@ class WebhookWorker:
                 timeout_s=self.policy.timeout_s,
                 user_agent=f"tradeguard-webhooks/{__version__}",
                 max_idle=self.policy.max_in_flight,
+                targets=self.policy.targets,
             )
         return self._http
 
