@@ -33,6 +33,7 @@ from tradeguard.service.routes import audit, events, health, market, orders, sla
 from tradeguard.service.routes import portfolio as portfolio_routes
 from tradeguard.service.routes import webhooks as webhook_routes
 from tradeguard.service.settings import Settings
+from tradeguard.service.thresholds import record_thresholds, thresholds_in_force
 
 
 class Closeable(Protocol):
@@ -96,6 +97,9 @@ def create_app(
             if portfolio.webhooks is not None:
                 await portfolio.webhooks.worker.start()
             await restore_portfolio(portfolio)
+            orders_policy = portfolio.orders.guard.policy if portfolio.orders is not None else None
+            limits = thresholds_in_force(portfolio.guard.policy, orders_policy)
+            await asyncio.to_thread(record_thresholds, portfolio.audit_log, limits, portfolio.guard.clock())
             if portfolio.intake is not None:
                 await portfolio.intake.start()
             polling = [asyncio.create_task(p.run(portfolio.store_and_apply)) for p in portfolio.pollers]

@@ -70,6 +70,7 @@ audit_log = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
     sa.Column("signature", sa.Text, nullable=False),
     sa.Column("key_id", sa.Text, nullable=False),
+    sa.Index("ix_audit_log_type_seq", "type", "seq"),
 )
 
 _COLUMNS = (
@@ -191,6 +192,14 @@ class AuditLog:
         """The last record, or None for an empty log. Keep (seq, hash) elsewhere to detect truncation."""
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(*_COLUMNS).order_by(audit_log.c.seq.desc()).limit(1)).first()
+        return None if row is None else _record(row)
+
+    def latest(self, type: str) -> AuditRecord | None:
+        """The last record of `type`, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_COLUMNS).where(audit_log.c.type == type).order_by(audit_log.c.seq.desc()).limit(1)
+            ).first()
         return None if row is None else _record(row)
 
     def count(self) -> int:
