@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from tests.fakes.fake_binance import DAY_MS, FakeBinance
@@ -69,8 +70,6 @@ def service(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def post(url: str, token: str | None, body: dict):
-    import httpx
-
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.post(f"{url}/v1/orders/check", json=body, headers=headers, timeout=10)
 
@@ -134,6 +133,17 @@ def test_malformed_orders_are_422_problems(service, change, field):
     r = post(url, keys["bot_a"], ORDER | change)
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert field in r.text
+
+
+def test_unreadable_bodies_and_missing_keys_are_problems_and_the_schema_is_published(service):
+    url, keys = service
+    auth = {"Authorization": f"Bearer {keys['bot_a']}", "Content-Type": "application/json"}
+    r = httpx.post(f"{url}/v1/orders/check", content=b"{not json", headers=auth)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"][0] == "body"
+    assert httpx.post(f"{url}/v1/orders/check", content=b"{not json").status_code == 401  # key first
+    operation = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/orders/check"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"account", "bot", "symbol", "side", "amount", "type", "mode"} <= set(schema["required"])
 
 
 def test_the_python_client_checks_orders_end_to_end(service):
