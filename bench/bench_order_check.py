@@ -11,7 +11,10 @@ order-book source's cache (refreshed by REST when older than its age limit, rais
 figures show the check path a live watch stream gives, not REST round trips). Bots rotate (1,000 of them) so
 the per-bot rate limit of 10/s is not what is measured. Every decision is audited (audit queue, SQLite).
 
-Usage: python bench/bench_order_check.py [--checks 5000] [--rate 500] [--seconds 20]
+With --redis URL the per-bot rate limit is the shared one in Redis (`[orders] redis_url`), and the in-process
+run also reports the Redis call each check makes (p50/p99 of the rate-limit take: the latency Redis adds).
+
+Usage: python bench/bench_order_check.py [--checks 5000] [--rate 500] [--seconds 20] [--redis URL]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -38,6 +42,7 @@ from tests.fakes.fake_binance import DAY_MS, FakeBinance  # noqa: E402
 
 from tradeguard.core.events import Event  # noqa: E402
 from tradeguard.core.order_check import OrderRequest  # noqa: E402
+from tradeguard.guards.order import SharedRateLimit  # noqa: E402
 
 ASSETS = [
     "BTC",
@@ -76,7 +81,8 @@ def fake_exchange() -> FakeBinance:
     return FakeBinance(now_ms=now, start_ms=now - 200 * DAY_MS, markets=markets).start()
 
 
-def settings_values(tmp: Path, fake_url: str) -> dict[str, Any]:
+def settings_values(tmp: Path, fake_url: str, redis_url: str | None) -> dict[str, Any]:
+    shared = {"redis_url": redis_url, "redis_key_prefix": f"tradeguard-bench:{secrets.token_hex(4)}:rate"}
     return {
         "store_url": f"sqlite:///{tmp / 'bench.db'}",
         "external": {"enabled": False},
@@ -86,7 +92,8 @@ def settings_values(tmp: Path, fake_url: str) -> dict[str, Any]:
             "venues": {"binance": {"api_url": fake_url, "use_websocket": False}},
             "book_max_age_s": 60.0,
             "default_account": {"market_guard_action": "reduce"},
-        },
+        }
+        | (shared if redis_url else {}),
     }
 
 
@@ -139,7 +146,25 @@ def percentiles(ms: list[float]) -> str:
 # --- in-process ---------------------------------------------------------------------------------------
 
 
-def in_process(checks: int) -> None:
+class TimedRateLimit:
+    """The guard's Redis rate limit, timing each take: the Redis round trip a check adds."""
+
+    def __init__(self, inner: SharedRateLimit) -> None:
+        self.inner = inner
+        self.ms: list[float] = []
+
+    async def take(self, account: str, bot: str) -> float:
+        t = time.perf_counter()
+        try:
+            return await self.inner.take(account, bot)
+        finally:
+            self.ms.append((time.perf_counter() - t) * 1000)
+
+    async def give_back(self, account: str, bot: str) -> None:
+        await self.inner.give_back(account, bot)
+
+
+def in_process(checks: int, redis_url: str | None) -> None:
     from tests.service_kit import ScriptedFeed, make_frames
 
     from tradeguard.adapters.store import Store
@@ -150,12 +175,15 @@ def in_process(checks: int) -> None:
 
     fake = fake_exchange()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(**settings_values(Path(tmp), fake.url))
+        settings = Settings.load(**settings_values(Path(tmp), fake.url, redis_url))
         store = Store.open(settings.store_url)
         engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
         parts = build_portfolio(settings, store)
         orders = parts.orders = build_orders(settings, parts, engine)
         orders.guard.market_view = lambda _s: [{"pair": "BTC/USDT", "safe_to_trade": True, "stale": False}]
+        timed = None
+        if orders.guard.shared_rate is not None:
+            timed = orders.guard.shared_rate = TimedRateLimit(orders.guard.shared_rate)
 
         async def go() -> None:
             writer = asyncio.create_task(orders.audit_queue.run())
@@ -163,6 +191,9 @@ def in_process(checks: int) -> None:
             requests = [OrderRequest.model_validate(order(i)) for i in range(checks)]
             first = await orders.guard.check(requests[0])  # warm-up: metadata, history, scenarios, book
             assert first.var.after_pct is not None, first.reasons
+            if timed is not None:
+                assert first.checks["redis"].status == "pass", first.reasons
+                timed.ms.clear()  # the first take also loaded the script
             decisions: dict[str, int] = {}
             ms = []
             for req in requests[1:]:
@@ -175,9 +206,17 @@ def in_process(checks: int) -> None:
             await orders.audit_queue.flush()
             writer.cancel()
             await orders.venues.close()
-            print(f"in-process check, {len(ASSETS)} positions, VaR {first.var.scenarios} scenarios:")
+            if orders.redis is not None:
+                await orders.redis.close()
+            limiter = "Redis" if timed is not None else "in-process"
+            print(
+                f"in-process check, {len(ASSETS)} positions, VaR {first.var.scenarios} scenarios, "
+                f"{limiter} rate limit:"
+            )
             print(f"  {len(ms)} checks  {percentiles(ms)}  decisions {decisions}")
             print(f"  audited: {orders.audit_queue.written} decisions")
+            if timed is not None:
+                print(f"  Redis rate-limit take per check  {percentiles(timed.ms)}")
 
         asyncio.run(go())
         store.close()
@@ -187,7 +226,7 @@ def in_process(checks: int) -> None:
 # --- over HTTP ----------------------------------------------------------------------------------------
 
 
-def serve(port: int) -> None:
+def serve(port: int, redis_url: str | None) -> None:
     """Child process: the service on `port` with the bench portfolio; prints the admin key when ready."""
     import uvicorn
 
@@ -196,7 +235,7 @@ def serve(port: int) -> None:
 
     fake = fake_exchange()
     tmp = Path(tempfile.mkdtemp())
-    values = settings_values(tmp, fake.url) | {
+    values = settings_values(tmp, fake.url, redis_url) | {
         "feed": {"mode": "live", "api_url": fake.url, "use_websocket": False, "poll_interval_s": 60.0},
         "pairs": ["BTC/USDT"],
         "port": port,
@@ -277,10 +316,10 @@ async def load(port: int, token: str, rate: float, seconds: float) -> None:
     print(f"  guard-measured   {percentiles(server_ms)}")
 
 
-def over_http(rate: float, seconds: float) -> None:
+def over_http(rate: float, seconds: float, redis_url: str | None) -> None:
     port = free_port()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port)],
+        [sys.executable, __file__, "--serve", str(port), *(["--redis", redis_url] if redis_url else [])],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         text=True,
@@ -299,13 +338,14 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--redis", metavar="URL", help="share the per-bot rate limit in this Redis")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.redis)
         return
-    in_process(args.checks)
-    over_http(args.rate, args.seconds)
+    in_process(args.checks, args.redis)
+    over_http(args.rate, args.seconds, args.redis)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def test_an_ordinary_order_is_allowed_with_every_check_reported_and_audited(tmp_
         d = await guard.check(order())
         assert d.decision == "allow" and d.allowed_amount == 0.01 and d.reasons == []
         assert list(d.checks) == list(CHECKS)
-        skipped = {"bus", "anomaly"}  # no bus configured; a first market order has no size baseline
+        # no bus or Redis configured; a first market order has no size baseline
+        skipped = {"bus", "redis", "anomaly"}
         assert {k for k, c in d.checks.items() if c.status == "pass"} == set(CHECKS) - skipped
         assert {k for k, c in d.checks.items() if c.status == "skipped"} == skipped
         assert d.checks["prices"].value == pytest.approx(30_000.0)  # mid of the fake's book
@@ -401,6 +402,8 @@ def test_store_failure_blocks_live_orders_and_loses_no_decision(tmp_path, fake):
             assert live.decision == "block" and reasons(live) == ["check_error:store"]
             paper = await guard.check(order(mode="paper"))
             assert paper.decision == "allow" and reasons(paper) == ["check_error:store"]
+            exit_ = await guard.check(order(side="sell", reduce_only=True))  # queued until the store is back
+            assert exit_.decision == "allow" and reasons(exit_) == ["check_error:store"]
         finally:
             other.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
             other.commit()
@@ -408,7 +411,7 @@ def test_store_failure_blocks_live_orders_and_loses_no_decision(tmp_path, fake):
         await queue.flush()
         assert queue.health() is None
         records = parts.audit_log.query(account="acme", type="risk.order_decision")
-        assert [r["payload"]["decision"] for r in records] == ["allow", "block", "allow"]
+        assert [r["payload"]["decision"] for r in records] == ["allow", "block", "allow", "allow"]
         assert parts.audit_log.verify().ok
         assert (await guard.check(order())).decision == "allow"
 
@@ -432,6 +435,8 @@ def test_stale_kill_switch_view_blocks_live_orders(tmp_path, fake):
             assert live.decision == "block" and reasons(live) == ["check_error:kill_switch"]
             paper = await guard.check(order(mode="paper"))
             assert paper.decision == "allow" and reasons(paper) == ["check_error:kill_switch"]
+            exit_ = await guard.check(order(side="sell", reduce_only=True))
+            assert exit_.decision == "allow" and reasons(exit_) == ["check_error:kill_switch"]
         finally:
             other.execute("ALTER TABLE kill_switches_away RENAME TO kill_switches")
             other.commit()
@@ -468,6 +473,8 @@ def test_bus_down_blocks_live_orders(tmp_path, fake, unused_port):
             assert live.decision == "block" and reasons(live) == ["check_error:bus"]
             paper = await parts.orders.guard.check(order(mode="paper"))
             assert paper.decision == "allow" and reasons(paper) == ["check_error:bus"]
+            exit_ = await parts.orders.guard.check(order(side="sell", reduce_only=True))
+            assert exit_.decision == "allow" and reasons(exit_) == ["check_error:bus"]
         finally:
             await intake.stop()
 

@@ -20,13 +20,14 @@ CheckStatus = Literal["pass", "fail", "error", "skipped"]
 
 # The checks in the order they run (the response lists every one of them).
 # `store` and `bus` are the dependencies every decision needs (audit writes, event intake); `prices` is the
-# fresh order book the priced checks use.
+# fresh order book the priced checks use; `redis` holds the per-bot rate limit shared by replicas (when set).
 CHECKS: tuple[str, ...] = (
     "store",
     "bus",
     "kill_switch",
     "trading_state",
     "instrument",
+    "redis",
     "rate_limit",
     "prices",
     "notional_cap",

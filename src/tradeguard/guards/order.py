@@ -2,8 +2,9 @@
 
 Dependencies first (`store`: the audit queue keeps up; `bus`: the NATS intake is connected), then:
 kill switch → trading state → instrument (ccxt metadata: listed, precision, min/max amount, min notional) →
-per-bot rate limit → prices (a fresh order book: mark = mid) → notional cap (earned by the bot's record, see
-`core.bot_record`) → daily loss breaker → anomaly (`core.order_anomaly`) → market guard → Monte Carlo VaR
+per-bot rate limit (`redis`: one bucket per bot shared by every replica when configured, else in-process) →
+prices (a fresh order book: mark = mid) → notional cap (earned by the bot's record, see `core.bot_record`) →
+daily loss breaker → anomaly (`core.order_anomaly`) → market guard → Monte Carlo VaR
 (`core.var`, cached per account) → order-book gates (`core.order_book`).
 
 Each check passes, fails, errors or is skipped. A failure blocks, reduces the amount (cap, probe size,
@@ -13,7 +14,10 @@ listed and the order goes on (fail-open). After a block the remaining checks are
 
 Reduce-only orders (and, in a REDUCING state, orders that shrink the account's net exposure) take no new risk:
 they pass the kill switch and trading state when those only allow exits, and skip the checks that price risk
-(cap, daily loss, anomaly, market guard, VaR, book) so an outage of a price source never traps a position.
+(cap, daily loss, anomaly, market guard, VaR, book). No outage traps a position: a reduce-only order (the
+exchange enforces the flag) is never blocked by a check that could not run — store, bus, kill-switch view,
+Redis, instrument metadata — the errors are listed, as for paper orders; an outage cannot be stricter than
+an engaged kill switch. During a Redis outage the exiting orders are rate-limited in process.
 
 Allowed and reduced orders feed the bot's rate limit and its order-size history; every decision is audited
 (`risk.order_decision`) through the audit queue.
@@ -61,6 +65,14 @@ class BookSource(Protocol):
     async def get(self, symbol: str) -> BookSnapshot: ...
 
     def cached(self, symbol: str) -> BookSnapshot | None: ...
+
+
+class SharedRateLimit(Protocol):
+    """Per-bot token buckets shared by every replica (`adapters.redis_rate_limit`)."""
+
+    async def take(self, account: str, bot: str) -> float: ...
+
+    async def give_back(self, account: str, bot: str) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -165,11 +177,12 @@ class _Run:
             self.blocked = True
             raise _Stop
 
-    def error(self, check: str, message: str) -> None:
-        """A check that could not run: blocks live orders, is listed for paper ones."""
+    def error(self, check: str, message: str, *, fail_open: bool = False) -> None:
+        """A check that could not run: blocks live orders (unless `fail_open` or reduce-only), is listed for
+        paper ones."""
         self.done(check, "error", message)
         self.reasons.append(Reason(code=f"check_error:{check}", check=check, message=message))
-        if self.req.mode == "live":
+        if self.req.mode == "live" and not (fail_open or self.req.reduce_only):
             self.blocked = True
             raise _Stop
 
@@ -187,6 +200,7 @@ class OrderGuard:
         market_view: Callable[[str], Sequence[Mapping[str, Any]]] | None = None,
         audit: AuditSink | None = None,
         bus: SourceStatus | None = None,
+        shared_rate: SharedRateLimit | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -197,6 +211,7 @@ class OrderGuard:
         self.market_view = market_view
         self.audit = audit
         self.bus = bus
+        self.shared_rate = shared_rate
         self.clock = clock
         self.monotonic = monotonic
         self.records: dict[tuple[str, str], BotRecord] = {}
@@ -232,14 +247,14 @@ class OrderGuard:
         started = time.perf_counter()
         now = self.clock()
         run = _Run(req)
-        consumed = False
+        taken: SharedRateLimit | TokenBucket | None = None
         try:
             self._store(run)
             self._bus(run)
             self._kill_switch(run)
             self._trading_state(run)
             await self._instrument(run)
-            consumed = self._rate_limit(run)
+            taken = await self._rate_limit(run)
             await self._prices(run)
             self._notional_cap(run, now)
             self._daily_loss(run)
@@ -256,8 +271,8 @@ class OrderGuard:
         decision = self._decide(run)
         if decision.decision in ("allow", "reduce"):
             self._remember(req, decision.allowed_amount)
-        elif consumed:
-            self.buckets[(req.account, req.bot)].give_back()
+        elif taken is not None:
+            await self._give_back(req, taken)
         result = decision.model_copy(
             update={"evaluated_at": now, "latency_ms": (time.perf_counter() - started) * 1000.0}
         )
@@ -471,17 +486,32 @@ class OrderGuard:
             )
         run.done("instrument", "pass", req.symbol)
 
-    def _rate_limit(self, run: _Run) -> bool:
-        """True when a token was taken (to give back if the order does not go out)."""
-        key = (run.req.account, run.req.bot)
-        now = self.monotonic()
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = TokenBucket(self.policy.rate_per_s, self.policy.rate_burst, now)
-        wait = bucket.take(now)
+    async def _rate_limit(self, run: _Run) -> SharedRateLimit | TokenBucket | None:
+        """Take a token of the bot: from its bucket in Redis when one is configured, else (or when Redis fails
+        for an order that goes on anyway: paper, or an exit) in process. Returns where the token came from,
+        to give it back if the order does not go out; None when none was taken."""
+        req = run.req
+        wait: float | None = None
+        if self.shared_rate is None:
+            run.done("redis", "skipped", "no Redis configured: in-process rate limit")
+        else:
+            try:
+                wait = await self.shared_rate.take(req.account, req.bot)
+            except Exception as exc:
+                run.error("redis", f"shared rate limit unavailable: {exc}", fail_open=run.reduces)
+            else:
+                run.done("redis", "pass")
+        taken: SharedRateLimit | TokenBucket | None = self.shared_rate
+        if wait is None:
+            key = (req.account, req.bot)
+            now = self.monotonic()
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = TokenBucket(self.policy.rate_per_s, self.policy.rate_burst, now)
+            wait, taken = bucket.take(now), bucket
         if wait <= 0:
             run.done("rate_limit", "pass", None, self.policy.rate_per_s)
-            return True
+            return taken
         run.fail(
             "rate_limit",
             "rate_limited",
@@ -490,7 +520,17 @@ class OrderGuard:
             limit=self.policy.rate_per_s,
             delay_ms=math.ceil(wait * 1000),
         )
-        return False
+        return None
+
+    async def _give_back(self, req: OrderRequest, taken: SharedRateLimit | TokenBucket) -> None:
+        """Return the token of an order that does not go out (if Redis fails now, the token is spent)."""
+        if isinstance(taken, TokenBucket):
+            taken.give_back()
+            return
+        try:
+            await taken.give_back(req.account, req.bot)
+        except Exception as exc:
+            log.warning("rate-limit token of %s/%s not given back: %s", req.account, req.bot, exc)
 
     async def _prices(self, run: _Run) -> None:
         if run.reduces:

@@ -42,11 +42,12 @@ class Closeable(Protocol):
 
 @dataclass
 class OrderParts:
-    """The order guard, the queue that audits its decisions, and the exchanges it reads."""
+    """The order guard, the queue that audits its decisions, the exchanges it reads and its Redis (if any)."""
 
     guard: OrderGuard
     audit_queue: AuditQueue
     venues: Closeable
+    redis: Closeable | None = None
 
 
 @dataclass
@@ -197,12 +198,14 @@ async def restore_portfolio(parts: PortfolioParts) -> None:
 
 
 async def _close_orders(orders: OrderParts) -> None:
-    """Write the decisions still queued (best effort: the store may be what failed) and close exchanges."""
+    """Write the queued decisions (best effort: the store may be what failed); close exchanges and Redis."""
     try:
         await orders.audit_queue.flush()
     except Exception:
         log.exception("%d order decisions could not be audited at shutdown", orders.audit_queue.backlog)
     await orders.venues.close()
+    if orders.redis is not None:
+        await orders.redis.close()
 
 
 KILL_SWITCH_REFRESH_S = 1.0

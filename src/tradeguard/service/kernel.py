@@ -22,6 +22,7 @@ from tradeguard.adapters.feeds.replay import ReplayFeed
 from tradeguard.adapters.feeds.simulator import SimulatorFeed
 from tradeguard.adapters.leverage_tiers import load_snapshot
 from tradeguard.adapters.markets import BaseAssetResolver
+from tradeguard.adapters.redis_rate_limit import RedisRateLimit
 from tradeguard.adapters.signing_key import load_signing_key
 from tradeguard.adapters.sources.cache import CachedSource
 from tradeguard.adapters.sources.coingecko import BtcDominanceFetcher
@@ -274,6 +275,18 @@ def build_orders(settings: Settings, parts: PortfolioParts, engine: Engine) -> O
     if var_venue is None:
         raise InputError(f"orders.var_exchange: ccxt knows no exchange {o.var_exchange!r}")
     queue = AuditQueue(parts.audit_log)
+    shared_rate = (
+        RedisRateLimit.from_url(
+            o.redis_url,
+            policy.rate_per_s,
+            policy.rate_burst,
+            timeout_s=o.redis_timeout_ms / 1000.0,
+            prefix=o.redis_key_prefix,
+            down_for_s=o.redis_down_for_ms / 1000.0,
+        )
+        if o.redis_url
+        else None
+    )
 
     def market_view(symbol: str) -> list[dict[str, Any]]:
         state = engine.states.get(symbol)
@@ -288,9 +301,10 @@ def build_orders(settings: Settings, parts: PortfolioParts, engine: Engine) -> O
         market_view=market_view,
         audit=queue,
         bus=parts.intake.status if parts.intake is not None else None,
+        shared_rate=shared_rate,
         clock=parts.guard.clock,
     )
-    return OrderParts(guard, queue, venues)
+    return OrderParts(guard, queue, venues, shared_rate)
 
 
 def build_alerts(settings: Settings, audit_log: AuditLog, metrics: Metrics) -> AlertFeed | None:

@@ -191,6 +191,16 @@ class OrderSettings(_Section):
 
     rate_limit_per_s: float = Field(10.0, gt=0, description="orders per second per bot")
     rate_limit_burst: int = Field(10, ge=1)
+    redis_url: str | None = Field(
+        None, description="share each bot's rate limit across replicas in Redis (else in-process)"
+    )
+    redis_timeout_ms: float = Field(
+        50.0, gt=0, description="a Redis call slower than this is an error (check_error:redis)"
+    )
+    redis_key_prefix: str = Field("tradeguard:rate", min_length=1, description="<prefix>:<account>:<bot>")
+    redis_down_for_ms: float = Field(
+        1000.0, ge=0, description="after a Redis failure, fail at once this long instead of waiting again"
+    )
     caps: tuple[float, float, float] = Field((1_000.0, 10_000.0, 100_000.0), description="notional per tier")
     promote_days: int = Field(14, ge=0)
     promote_sharpe: float = 1.0
