@@ -229,6 +229,7 @@ def in_process(checks: int, redis_url: str | None) -> None:
 def serve(port: int, redis_url: str | None) -> None:
     """Child process: the service on `port` with the bench portfolio; prints the admin key when ready."""
     import uvicorn
+    import uvloop
 
     from tradeguard.service.kernel import build_service, ensure_admin_key
     from tradeguard.service.settings import Settings
@@ -254,7 +255,7 @@ def serve(port: int, redis_url: str | None) -> None:
         print(json.dumps({"token": key.token}), flush=True)
         await task
 
-    asyncio.run(main())
+    uvloop.run(main())  # the loop `tradeguard serve` runs on (uvicorn's loop="auto")
 
 
 class Connection:

@@ -22,6 +22,20 @@ from tradeguard.service.metrics import Metrics
 from tradeguard.service.settings import Settings
 
 
+class ManualClock:
+    """An injected clock that stands still until a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
 class ScriptedFeed:
     """A CandleFeed over prepared frames: seed() serves history, push() delivers a new closed candle."""
 

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes.fake_alert_apis import FakeSlack
+from tests.service_kit import ManualClock as Clock
 from tests.service_kit import ScriptedFeed, make_frames
 from tradeguard.adapters.alerts import RetryPolicy, SlackChannel, SlackConfig
 from tradeguard.adapters.alerts.feed import AlertFeed
@@ -29,14 +30,6 @@ from tradeguard.service.settings import Settings
 
 KEY = AuditKey.generate()
 T0 = datetime(2026, 11, 21, 12, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -83,7 +76,7 @@ def sent(slack: FakeSlack) -> list[str]:
 
 
 def test_history_is_not_paged_and_new_records_are_sent_once_in_order(store, slack):
-    clock = Clock()
+    clock = Clock(T0)
     log = AuditLog(store.engine, KEY)
     trip(log, "old", T0)
     alerts = feed(store, slack, clock)
@@ -104,7 +97,7 @@ def test_history_is_not_paged_and_new_records_are_sent_once_in_order(store, slac
 
 
 def test_a_restart_resumes_at_the_cursor_and_skips_what_is_too_old(store, slack):
-    clock = Clock()
+    clock = Clock(T0)
     log = AuditLog(store.engine, KEY)
     asyncio.run(feed(store, slack, clock).start())
     trip(log, "while-down", T0)
@@ -117,7 +110,7 @@ def test_a_restart_resumes_at_the_cursor_and_skips_what_is_too_old(store, slack)
 
 
 def test_replicas_sharing_the_cursor_send_each_record_once(store, slack):
-    clock = Clock()
+    clock = Clock(T0)
     log = AuditLog(store.engine, KEY)
     replicas = [feed(store, slack, clock, batch=3), feed(store, slack, clock, batch=3)]
     asyncio.run(replicas[0].start())

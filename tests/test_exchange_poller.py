@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.fake_binance_futures import FakeBinanceFutures
 from tests.fakes.fixtures import FAKE_CCXT_CONFIG, FAKE_NOW_MS
+from tests.service_kit import ManualClock as Clock
 from tradeguard.adapters.exchange_poller import ExchangePoller
 from tradeguard.adapters.status import Backoff
 from tradeguard.core.events import Event
@@ -21,16 +22,6 @@ API_KEY = "read-only-key"
 CCXT_CONFIG = {**FAKE_CCXT_CONFIG, "timeout_on_exit": 0}
 T0 = datetime(2024, 1, 10, 12, 30, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
-
-
-class Clock:
-    """A manual clock: each call returns the current time; tests move it."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ def fake() -> Iterator[FakeBinanceFutures]:
 
 def poller(fake: FakeBinanceFutures, **kwargs: Any) -> ExchangePoller:
     kwargs.setdefault("config", CCXT_CONFIG)
-    kwargs.setdefault("clock", Clock())
+    kwargs.setdefault("clock", Clock(T0))
     return ExchangePoller("main", "binance", API_KEY, "secret", api_url=fake.url, **kwargs)
 
 
@@ -104,7 +95,7 @@ def test_flat_positions_are_dropped_and_the_v2_endpoints_work_too(fake: FakeBina
 
 
 def test_ids_are_deterministic_per_poll_time(fake: FakeBinanceFutures) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     p = poller(fake, clock=clock)
 
     async def three() -> list[list[Event]]:
@@ -180,7 +171,7 @@ def test_status_shows_an_outage_while_it_lasts(fake: FakeBinanceFutures) -> None
 
 def test_run_delivers_every_interval_and_stops_cleanly_on_cancel(fake: FakeBinanceFutures) -> None:
     received: list[list[Event]] = []
-    clock = Clock()
+    clock = Clock(T0)
     p = poller(fake, interval_s=0.01, clock=clock)
 
     async def on_events(events: list[Event]) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.service_kit import ManualClock as Clock
 from tests.service_kit import ScriptedFeed, make_frames
 from tradeguard.adapters.store import Store
 from tradeguard.adapters.store.schema import webhook_deliveries
@@ -176,16 +177,6 @@ def test_breaker_stats_ignore_the_future(steps, span):
 
 
 # --- GET /v1/sla --------------------------------------------------------------------------------------
-
-
-class Clock:
-    """The portfolio guard's clock, moved by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

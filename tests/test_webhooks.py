@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.fakes.background_server import BackgroundServer
+from tests.service_kit import ManualClock as Clock
 from tests.service_kit import ScriptedFeed, make_frames
 from tradeguard.adapters.signing_key import AuditKey
 from tradeguard.adapters.store import Store
@@ -152,20 +153,6 @@ class Receiver(BackgroundServer):
             return exc.code
 
 
-class Clock:
-    """The injected clock: stands still until moved."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
 # --- the service side, as the kernel wires it ---
 
 
@@ -218,7 +205,7 @@ def open_side(url: str, clock: Clock, **policy: Any) -> Side:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
