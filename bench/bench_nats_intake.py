@@ -1,12 +1,13 @@
 """NATS JetStream intake throughput and latency: publish N events, consume them with NatsIntake into a store.
 
 Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode live|backlog]
-       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop]
+       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop] [--gc-freeze]
 
 - live (default): a separate publisher process publishes while the intake consumes (as bots would), at
   `--rate` events/s (0 = as fast as JetStream acks them, with up to 4,000 publishes in flight). Each event's
   `ts` is its publish time, so publish->stored latency = the time the intake's on_events callback sees it
-  (after the commit and the acks) minus `ts`.
+  (after the commit and the acks) minus `ts`, and "end to end" runs from the first publish to the last
+  event handled (the publisher process's start-up excluded).
 - backlog: publish everything first, then time the intake draining the stream (consumer-only throughput).
 - --guard: on_events is the portfolio guard (its kill switches refreshed every second, as the service
   does), and latency runs to the breaker decision: the moment the guard's `on_events` call holding the
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from psycopg import sql
 from tradeguard.adapters.bus import NatsIntake, subject_for
 from tradeguard.adapters.leverage_tiers import load_snapshot
 from tradeguard.adapters.markets import BaseAssetResolver
-from tradeguard.adapters.store.event_log import EventLog, equity_history, events
+from tradeguard.adapters.store.event_log import EventLog, StoreResult, equity_history, events
 from tradeguard.adapters.store.guard_state import GuardState, breaker_states, kill_switches
 from tradeguard.adapters.store.schema import metadata
 from tradeguard.adapters.store.store import create_store_engine
@@ -84,12 +87,13 @@ def envelope(i: int, ts: datetime) -> dict[str, Any]:
     }
 
 
-async def publish(n: int, subject: str, rate: float) -> tuple[float, float]:
-    """Publish n events (with Nats-Msg-Id) and wait for every JetStream ack; (seconds, CPU seconds)."""
+async def publish(n: int, subject: str, rate: float) -> tuple[float, float, float]:
+    """Publish n events (with Nats-Msg-Id) and wait for every JetStream ack; (seconds, CPU seconds, the
+    epoch time of the first publish)."""
     cpu = time.process_time()
     nc = await nats.connect(NATS_URL)
     js = nc.jetstream(publish_async_max_pending=4000)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     try:
         for i in range(n):
             if rate > 0:
@@ -103,7 +107,7 @@ async def publish(n: int, subject: str, rate: float) -> tuple[float, float]:
                 headers={"Nats-Msg-Id": f"{item['account']}|{item['id']}"},
             )
         await asyncio.wait_for(js.publish_async_completed(), 120)
-        return time.perf_counter() - start, time.process_time() - cpu
+        return time.perf_counter() - start, time.process_time() - cpu, started_at
     finally:
         await nc.close()
 
@@ -124,12 +128,28 @@ def _runner(uvloop: bool) -> Any:
     return asyncio.run
 
 
-def report_publish(n: int, result: tuple[float, float]) -> None:
-    seconds, cpu = result
+def report_publish(n: int, result: tuple[float, float, float]) -> float:
+    """Print the publisher's figures; the epoch time of its first publish."""
+    seconds, cpu, started_at = result
     print(
         f"published {n:,} events in {seconds:.2f} s ({n / seconds:,.0f}/s); "
         f"publisher CPU {cpu / n * 1e6:.0f} us/event"
     )
+    return started_at
+
+
+class CountingLog(EventLog):
+    """The event log, counting the store transactions (a commit each) and the events they held."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.transactions = 0
+        self.events = 0
+
+    def store_batch(self, batch: Sequence[Event], received_at: datetime) -> StoreResult:
+        self.transactions += 1
+        self.events += len(batch)
+        return super().store_batch(batch, received_at)
 
 
 class Recorder:
@@ -140,13 +160,14 @@ class Recorder:
         self.latencies: list[float] = []
         self.first: float | None = None
         self.last: float | None = None
+        self.last_wall = 0.0
         self.done = asyncio.Event()
 
     async def __call__(self, stored: list[Event]) -> None:
         now = time.time()
         mono = time.perf_counter()
         self.first = self.first or mono
-        self.last = mono
+        self.last, self.last_wall = mono, now
         self.latencies.extend(now - e.ts.timestamp() for e in stored)
         if len(self.latencies) >= self.n:
             self.done.set()
@@ -190,15 +211,19 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
         )
         recorder = GuardedRecorder(args.events, guard)
         refresher = asyncio.create_task(recorder.refresh_kill_switches())
+    event_log = CountingLog(engine)
     intake = NatsIntake(
         NATS_URL,
-        EventLog(engine),
+        event_log,
         recorder,
         stream=stream,
         subject=subject,
         durable="bench",
         batch=args.batch,
     )
+    if args.gc_freeze:  # as a service could once started: start-up objects out of every collection
+        gc.collect()
+        gc.freeze()
     ctx = multiprocessing.get_context("spawn")
     result = ctx.Queue()
     publisher = ctx.Process(
@@ -220,8 +245,8 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             publisher.start()
         await asyncio.wait_for(recorder.done.wait(), 600)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        if args.mode == "live":
-            report_publish(args.events, await asyncio.to_thread(result.get))
+        if args.mode == "live":  # from the first publish (not the publisher process's start) to the last
+            elapsed = recorder.last_wall - report_publish(args.events, await asyncio.to_thread(result.get))
         c = intake.counters
         stored_span = (recorder.last or 0) - (recorder.first or 0)
         print(
@@ -232,6 +257,10 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
         print(
             f"intake process CPU: {cpu:.2f} s = {cpu / c.stored * 1e6:.0f} us/event "
             f"(one core's worth: {c.stored / cpu:,.0f} events/s)"
+        )
+        print(
+            f"store: {event_log.transactions:,} transactions, "
+            f"{event_log.events / max(event_log.transactions, 1):,.0f} events each"
         )
         if args.mode == "live":
             lat = sorted(recorder.latencies)
@@ -267,11 +296,18 @@ def main() -> None:
         "--guard", action="store_true", help="feed the portfolio guard: latency to its decision"
     )
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once set up: full collections then skip the ~300k start-up objects (pauses of "
+        "~150 ms otherwise, the p99)",
+    )
     args = parser.parse_args()
     tag = secrets.token_hex(4)
     print(
         f"{args.events:,} events, mode {args.mode}, store {args.store}, fetch batch {args.batch}, "
-        f"rate {'max' if not args.rate else f'{args.rate:,.0f}/s'}, uvloop {args.uvloop}"
+        f"rate {'max' if not args.rate else f'{args.rate:,.0f}/s'}, uvloop {args.uvloop}, "
+        f"gc.freeze {args.gc_freeze}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         if args.store == "sqlite":

@@ -340,3 +340,49 @@ def test_unreachable_server_is_reported_not_raised(event_log: EventLog) -> None:
         assert not intake.running
 
     asyncio.run(main())
+
+
+def test_the_configured_ack_wait_is_applied_to_an_existing_consumer(
+    names: Names, event_log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ack_wait() -> float | None:
+        nc = await nats.connect(NATS_URL)
+        try:
+            return (await nc.jetstream().consumer_info(names.stream, names.durable)).config.ack_wait
+        finally:
+            await nc.close()
+
+    ids = iter(range(2))
+
+    async def consume(intake: NatsIntake, bus: Bus) -> None:
+        await bus.publish(envelope(next(ids)))
+        await wait_until(lambda: intake.counters.stored == 1)
+
+    run(names, event_log, consume, ack_wait_s=30.0)
+    assert asyncio.run(ack_wait()) == 30.0
+    caplog.set_level("INFO", logger="tradeguard.adapters.bus.nats_intake")
+    run(names, event_log, consume, ack_wait_s=45.0)  # restarted with another setting: the consumer follows
+    assert asyncio.run(ack_wait()) == 45.0
+    assert "ack_wait 30.0s updated to 45.0s" in caplog.text
+    assert event_log.count() == 2  # the same durable consumer, still at-least-once: nothing lost
+
+
+def test_an_ack_wait_the_server_refuses_leaves_the_consumer_working(
+    names: Names, event_log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = iter(range(2))
+
+    async def consume(intake: NatsIntake, bus: Bus) -> None:
+        await bus.publish(envelope(next(ids)))
+        await wait_until(lambda: intake.counters.stored == 1)
+
+    run(names, event_log, consume, ack_wait_s=30.0)
+
+    async def refuse(self: Any, stream: str, config: Any = None, **kw: Any) -> Any:
+        raise nats.js.errors.APIError(code=400, description="consumer update not allowed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JetStreamContext, "add_consumer", refuse)
+        run(names, event_log, consume, ack_wait_s=45.0)
+    assert "keeps ack_wait 30.0s" in caplog.text and "consumer update not allowed" in caplog.text
+    assert event_log.count() == 2

@@ -208,6 +208,7 @@ def build_portfolio(settings: Settings, store: Store) -> PortfolioParts:
             on_events=parts.apply,
             stream=settings.bus.stream,
             durable=settings.bus.durable,
+            ack_wait_s=settings.bus.ack_wait_s,
         )
     return parts
 

@@ -161,6 +161,13 @@ class BusSettings(_Section):
     nats_url: str | None = None
     stream: str = "TRADEGUARD_EVENTS"
     durable: str = "tradeguard-intake"
+    ack_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="JetStream redelivers a message not acked this long after delivery: keep it above the "
+        "worst store commit time (plus a fetch's wait), or slow commits cause redelivery storms; applied "
+        "to an existing durable consumer at start",
+    )
 
 
 class AuditSettings(_Section):

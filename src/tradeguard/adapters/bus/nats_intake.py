@@ -25,6 +25,12 @@ Delivery guarantee: at-least-once delivery + an idempotent store = each event st
 
 The stream (created if absent, never reconfigured if it exists) uses file storage and work-queue
 retention: a message leaves the stream once acknowledged, because by then the database holds it.
+
+`ack_wait_s` is how long JetStream waits for an ack before redelivering. A message is acknowledged after
+it has waited for the fetch in store and its own commit, so it must exceed the worst of those (a slow disk,
+a store locked by another writer): a shorter one redelivers messages that are still being stored (harmless
+duplicates, but more load on a store that is already slow). The durable consumer is created with it, and
+an existing consumer's is updated to it at start; its other settings are left as they are.
 """
 
 from __future__ import annotations
@@ -240,6 +246,8 @@ class NatsIntake:
                         await self._nak(pending)
                         await self._pause(self.retry.delay(self._failures - 1))
                         continue
+                    # What arrived during that store goes into this one: sooner, and fewer commits.
+                    pending += await self._validate(pull.take(self.batch - len(pending)))
                 storing = asyncio.create_task(self._store(pending))
         finally:
             if storing is not None:
@@ -248,12 +256,17 @@ class NatsIntake:
                 await self._delivery  # and hand it to on_events
 
     async def ensure_consumer(self, js: JetStreamContext) -> None:
-        """Create the durable pull consumer if it does not exist; an existing one is used as configured."""
+        """Create the durable pull consumer if it does not exist. An existing one is used as configured,
+        but for `ack_wait`, which is updated to `ack_wait_s` (a warning is logged if the server refuses)."""
         try:
-            await js.consumer_info(self.stream, self.durable)
-            return
+            info = await js.consumer_info(self.stream, self.durable)
         except nats.js.errors.NotFoundError:
-            pass
+            info = None
+        if info is not None:
+            current = info.config.ack_wait
+            if current is None or abs(current - self.ack_wait_s) > 1e-6:
+                await self._update_ack_wait(js, info.config)
+            return
         await js.add_consumer(
             self.stream,
             ConsumerConfig(
@@ -266,6 +279,20 @@ class NatsIntake:
                 filter_subject=self.subject,
             ),
         )
+
+    async def _update_ack_wait(self, js: JetStreamContext, config: ConsumerConfig) -> None:
+        try:
+            await js.add_consumer(self.stream, config.evolve(ack_wait=self.ack_wait_s))
+        except nats.js.errors.APIError as exc:
+            log.warning(
+                "consumer %s keeps ack_wait %ss: updating it to the configured %ss failed (%s)",
+                self.durable,
+                config.ack_wait,
+                self.ack_wait_s,
+                exc,
+            )
+            return
+        log.info("consumer %s: ack_wait %ss updated to %ss", self.durable, config.ack_wait, self.ack_wait_s)
 
     async def ensure_stream(self, js: JetStreamContext) -> None:
         """Create the stream if it does not exist; an existing one is used as configured."""
@@ -459,7 +486,11 @@ class _Pull:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout_s)
             await asyncio.sleep(0)  # let the rest of the same read reach the buffer
-        take = min(len(self._buffer), self._batch)
+        return self.take(self._batch)
+
+    def take(self, limit: int) -> list[Msg]:
+        """The messages delivered so far, at most `limit`, without waiting."""
+        take = min(len(self._buffer), limit)
         return [self._buffer.popleft() for _ in range(take)]
 
     def reset(self) -> None:
