@@ -60,7 +60,7 @@ def guard(
     state: GuardState, clock: Clock, audit: Audit | None = None, actions=None, **kw: Any
 ) -> PortfolioGuard:
     return PortfolioGuard(
-        PortfolioPolicy(),
+        kw.pop("policy", PortfolioPolicy()),
         state,
         clock,
         base_asset=BaseAssetResolver(),
@@ -183,6 +183,20 @@ def test_breaker_state_survives_a_restart_and_resets_by_hand(state):
     assert reset.state == "closed"
     with pytest.raises(KeyError):
         run(again.reset_breaker("acme", "nope", by="ops"))
+
+
+def test_restored_breakers_take_the_thresholds_configured_now(state):
+    clock = Clock()
+    g = guard(state, clock)
+    clock.now = T0 + timedelta(minutes=5)
+    run(g.on_events([equity(10_000, T0), equity(8_000, clock.now)]))  # 20 %: the drawdown breaker opens
+    assert g.breakers["acme"]["drawdown"].state == "open" and g.breakers["acme"]["drawdown"].threshold == 15
+    policy = PortfolioPolicy(thresholds={"drawdown": 25.0}, shadow=frozenset({"drawdown"}))
+    restarted = guard(state, clock, policy=policy)  # the operator loosened it and restarted
+    drawdown = restarted.breakers["acme"]["drawdown"]
+    assert drawdown.threshold == 25.0 and drawdown.shadow and drawdown.state == "open"  # state kept
+    back = guard(state, clock).breakers["acme"]["drawdown"]
+    assert back.threshold == 15.0 and not back.shadow
 
 
 def test_kill_switch_for_an_account_and_the_fleet(state):

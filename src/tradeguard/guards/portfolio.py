@@ -247,7 +247,7 @@ class PortfolioGuard:
         self.books: dict[str, AccountBook] = {}
         self.risk: dict[str, AccountRisk] = {}
         self.breakers: dict[str, dict[str, brk.BreakerState]] = {
-            account: {bid: brk.BreakerState.from_dict(s) for bid, s in states.items()}
+            account: {bid: self._configured(brk.BreakerState.from_dict(s)) for bid, s in states.items()}
             for account, states in state.load_breakers().items()
         }
         self.kill_switches = KillSwitchCache(state)
@@ -272,6 +272,23 @@ class PortfolioGuard:
             await self.evaluate_many(list(accounts))
 
     # --- evaluation ------------------------------------------------------------------------------------
+
+    def _configured(self, breaker: brk.BreakerState) -> brk.BreakerState:
+        """A restored breaker with the threshold and shadow mode configured now (its state kept): a changed
+        setting applies to accounts that already have breakers, not only to new ones."""
+        threshold = self.policy.thresholds.get(breaker.kind, brk.KIND_RULES[breaker.kind].default_threshold)
+        shadow = breaker.kind in self.policy.shadow
+        if (breaker.threshold, breaker.shadow) == (threshold, shadow):
+            return breaker
+        log.info(
+            "breaker %s: threshold %g -> %g, shadow %s -> %s (settings changed)",
+            breaker.id,
+            breaker.threshold,
+            threshold,
+            breaker.shadow,
+            shadow,
+        )
+        return breaker.model_copy(update={"threshold": threshold, "shadow": shadow})
 
     def _breakers_of(self, account: str) -> dict[str, brk.BreakerState]:
         existing = self.breakers.setdefault(account, {})
