@@ -1,7 +1,7 @@
 """NATS JetStream intake throughput and latency: publish N events, consume them with NatsIntake into a store.
 
 Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode live|backlog]
-       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop] [--gc-freeze]
+       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop] [--no-gc-tuning]
 
 - live (default): a separate publisher process publishes while the intake consumes (as bots would), at
   `--rate` events/s (0 = as fast as JetStream acks them, with up to 4,000 publishes in flight). Each event's
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import multiprocessing
 import secrets
@@ -49,6 +48,7 @@ from tradeguard.adapters.store.schema import metadata
 from tradeguard.adapters.store.store import create_store_engine
 from tradeguard.core.events import Event
 from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
+from tradeguard.service.runtime import settle_gc
 
 NATS_URL = "nats://127.0.0.1:4222"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -221,9 +221,8 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
         durable="bench",
         batch=args.batch,
     )
-    if args.gc_freeze:  # as a service could once started: start-up objects out of every collection
-        gc.collect()
-        gc.freeze()
+    if args.gc_tuning:  # as `tradeguard serve` does once built (tradeguard.service.runtime)
+        settle_gc()
     ctx = multiprocessing.get_context("spawn")
     result = ctx.Queue()
     publisher = ctx.Process(
@@ -297,17 +296,18 @@ def main() -> None:
     )
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="gc.freeze() once set up: full collections then skip the ~300k start-up objects (pauses of "
-        "~150 ms otherwise, the p99)",
+        "--no-gc-tuning",
+        dest="gc_tuning",
+        action="store_false",
+        help="leave the garbage collector as CPython sets it (the service freezes start-up objects: full "
+        "collections walking them paused it for ~150 ms, the p99)",
     )
     args = parser.parse_args()
     tag = secrets.token_hex(4)
     print(
         f"{args.events:,} events, mode {args.mode}, store {args.store}, fetch batch {args.batch}, "
         f"rate {'max' if not args.rate else f'{args.rate:,.0f}/s'}, uvloop {args.uvloop}, "
-        f"gc.freeze {args.gc_freeze}"
+        f"GC tuned {args.gc_tuning}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         if args.store == "sqlite":

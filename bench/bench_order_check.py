@@ -232,6 +232,7 @@ def serve(port: int, redis_url: str | None) -> None:
     import uvloop
 
     from tradeguard.service.kernel import build_service, ensure_admin_key
+    from tradeguard.service.runtime import settle_gc
     from tradeguard.service.settings import Settings
 
     fake = fake_exchange()
@@ -242,6 +243,7 @@ def serve(port: int, redis_url: str | None) -> None:
         "port": port,
     }
     service = build_service(Settings.load(**values))
+    settle_gc()  # as `tradeguard serve` does
     key = ensure_admin_key(service.store)
     assert key is not None
     config = uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from tradeguard.cli import args as types
 from tradeguard.errors import InputError
 from tradeguard.service.kernel import build_service, ensure_admin_key
+from tradeguard.service.runtime import settle_gc
 from tradeguard.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def serve(settings: Settings) -> int:
             access_log=False,
             log_level="info" if log.isEnabledFor(logging.INFO) else "warning",
         )
+        settle_gc()
         uvicorn.Server(config).run()
     finally:
         service.store.close()
