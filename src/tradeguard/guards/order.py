@@ -224,7 +224,8 @@ class OrderGuard:
     # --- what the bots report --------------------------------------------------------------------------
 
     def on_events(self, events: Sequence[Event]) -> None:
-        """Bots' track records (first seen, daily returns) and holdings (net amounts from their trades)."""
+        """Bots' track records (first seen, daily returns) and holdings (net amounts from their trades: a
+        `positions` report is the exchange account's, which several bots may share, so it is not a bot's)."""
         for event in events:
             key = (event.account, event.bot)
             record = self.records.get(key)
