@@ -1,4 +1,4 @@
-"""Test kit for the service: a scripted candle feed with a settable clock, and an app factory."""
+"""Test kit for the service: a scripted candle feed with a settable clock, app factories and key issuing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 import socket
 import threading
 import time
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import uvicorn
@@ -16,8 +18,9 @@ from fastapi import FastAPI
 from tests.synthetic import candles_from_closes, random_walk
 from tradeguard.adapters.status import SourceStatus
 from tradeguard.adapters.store import Store
-from tradeguard.service.app import create_app
+from tradeguard.service.app import PortfolioParts, create_app
 from tradeguard.service.engine import Engine
+from tradeguard.service.kernel import build_orders, build_portfolio
 from tradeguard.service.metrics import Metrics
 from tradeguard.service.settings import Settings
 
@@ -93,6 +96,48 @@ def build(tmp_path: Path, feed: ScriptedFeed | None = None, **settings: object):
     metrics = Metrics()
     engine = Engine(config, feed, store, metrics)
     return create_app(config, engine, store, metrics), engine, store, feed
+
+
+def compose(
+    tmp: Path, *, with_orders: bool = False, **settings: Any
+) -> tuple[Settings, Store, Engine, PortfolioParts]:
+    """(settings, store, engine, parts): the guards composed as the kernel composes them, on a scripted feed.
+
+    A fresh SQLite store under `tmp`, external sources off, the audit key in `tmp/audit.pem` and an hourly
+    refresh, unless `settings` replaces them (key by key). `with_orders` adds the order guard. The caller
+    closes the store.
+    """
+    defaults: dict[str, Any] = {
+        "store_url": f"sqlite:///{tmp / 'tg.db'}",
+        "external": {"enabled": False},
+        "audit": {"key_file": tmp / "audit.pem"},
+        "refresh_interval_s": 3600.0,
+    }
+    config = Settings.load(**(defaults | settings))
+    store = Store.open(config.store_url)
+    try:
+        engine = Engine(config, ScriptedFeed(make_frames()), store, Metrics())
+        parts = build_portfolio(config, store)
+        if with_orders:
+            parts.orders = build_orders(config, parts, engine)
+    except BaseException:
+        store.close()
+        raise
+    return config, store, engine, parts
+
+
+def issue_keys(store: Store, wanted: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """API keys for {name: (account, scope)}, as {name: token}."""
+    now = datetime.now(UTC)
+    return {name: store.create_key(acct, scope, now=now).token for name, (acct, scope) in wanted.items()}
+
+
+def wait_for_market(engine: Engine, timeout_s: float = 20.0) -> None:
+    """Wait until the engine has assessed the market; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while engine.market is None:
+        assert time.monotonic() < deadline, "the engine did not assess the market"
+        time.sleep(0.02)
 
 
 class UvicornThread:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes.fake_alert_apis import FakeSlack
 from tests.service_kit import ManualClock as Clock
-from tests.service_kit import ScriptedFeed, make_frames
+from tests.service_kit import compose
 from tradeguard.adapters.alerts import RetryPolicy, SlackChannel, SlackConfig
 from tradeguard.adapters.alerts.feed import AlertFeed
 from tradeguard.adapters.alerts.notifier import Notifier
@@ -23,10 +23,7 @@ from tradeguard.adapters.store import AuditLog, ReadCursor, Store
 from tradeguard.core import audit
 from tradeguard.core.alerting import AlertRouter, FatiguePolicy, RoutingRule
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_alerts, build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
+from tradeguard.service.kernel import build_alerts
 
 KEY = AuditKey.generate()
 T0 = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -126,18 +123,19 @@ def test_replicas_sharing_the_cursor_send_each_record_once(store, slack):
     assert replicas[0].cursor.get() == 20
 
 
+def test_a_cursor_placed_by_another_reader_first_stands(store):
+    mine, theirs = ReadCursor(store.engine, "alerts"), ReadCursor(store.engine, "alerts")
+    assert theirs.start_at(7, T0) == 7
+    assert mine.start_at(3, T0) == 7  # placed already: kept
+    assert mine.advance(7, 9, T0) and not theirs.advance(7, 12, T0)  # the second claim of 7 loses
+    assert theirs.get() == 9
+
+
 def test_the_service_pages_a_kill_switch_through_the_configured_channel(tmp_path, slack):
-    settings = Settings.load(
-        store_url=f"sqlite:///{tmp_path / 'a.db'}",
-        external={"enabled": False},
-        audit={"key_file": tmp_path / "audit.pem"},
-        refresh_interval_s=3600.0,
-        alerts={"slack": {"webhook_url": slack.webhook_url}, "service_url": "https://guard.example"},
+    settings, store, engine, parts = compose(
+        tmp_path, alerts={"slack": {"webhook_url": slack.webhook_url}, "service_url": "https://guard.example"}
     )
-    store = Store.open(settings.store_url)
-    metrics = Metrics()
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, metrics)
-    parts = build_portfolio(settings, store)
+    metrics = engine.metrics
     parts.alerts = build_alerts(settings, parts.audit_log, metrics)
     operator = store.create_key("alpha", "operator", now=datetime.now(UTC)).token
     try:

@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.fakes.fake_tradeguard import GARBAGE, HANG, BlackHole, FakeTradeguard, Reply, refused_url
-from tests.service_kit import ScriptedFeed, UvicornThread, make_frames
-from tradeguard.adapters.store import Store
+from tests.service_kit import UvicornThread, compose, issue_keys, wait_for_market
 from tradeguard.client import (
     AsyncTradeguardClient,
     CircuitBreaker,
@@ -30,10 +29,6 @@ from tradeguard.core.order_check import OrderDecision, OrderRequest
 from tradeguard.core.trading_state import TradingState
 from tradeguard.errors import TradeguardError
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 
 CHECK = "/v1/orders/check"
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, deadline_s=2.0)
@@ -62,30 +57,19 @@ class ManualClock:
 def service(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     """(base URL, keys by name) of the real app, composed as test_portfolio_api composes it."""
     tmp = tmp_path_factory.mktemp("client")
-    settings = Settings.load(
-        store_url=f"sqlite:///{tmp / 'c.db'}",
-        external={"enabled": False},
-        audit={"key_file": tmp / "audit.pem"},
-        refresh_interval_s=3600.0,
-    )
-    store = Store.open(settings.store_url)
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
-    now = datetime.now(UTC)
-    keys = {
-        name: store.create_key(account, scope, now=now).token
-        for name, (account, scope) in {
+    settings, store, engine, parts = compose(tmp)
+    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
+    keys = issue_keys(
+        store,
+        {
             "bot_a": ("alpha", "bot"),
             "read_a": ("alpha", "read"),
             "bot_b": ("beta", "bot"),
             "admin": ("ops", "admin"),
-        }.items()
-    }
+        },
+    )
     with UvicornThread(app) as server:
-        deadline = time.monotonic() + 20
-        while engine.market is None:
-            assert time.monotonic() < deadline, "the engine did not assess the market"
-            time.sleep(0.02)
+        wait_for_market(engine)
         yield server.url, keys
     store.close()
 

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tests.fakes.fake_binance import DAY_MS, FakeBinance
-from tests.service_kit import ScriptedFeed, UvicornThread, make_frames
-from tradeguard.adapters.store import Store
+from tests.service_kit import UvicornThread, compose, issue_keys, wait_for_market
 from tradeguard.client import TradeguardClient
 from tradeguard.core.order_check import CHECKS
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_orders, build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 
 ORDER = {
     "account": "alpha",
@@ -39,32 +33,23 @@ def service(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("orders")
     now_ms = int(time.time() * 1000)
     with FakeBinance(now_ms=now_ms, start_ms=now_ms - 200 * DAY_MS) as fake:
-        settings = Settings.load(
-            store_url=f"sqlite:///{tmp / 'o.db'}",
-            external={"enabled": False},
-            audit={"key_file": tmp / "audit.pem"},
-            refresh_interval_s=3600.0,
+        settings, store, engine, parts = compose(
+            tmp,
+            with_orders=True,
             orders={"venues": {"binance": {"api_url": fake.url, "use_websocket": False}}},
         )
-        store = Store.open(settings.store_url)
-        engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-        parts = build_portfolio(settings, store)
-        parts.orders = build_orders(settings, parts, engine)
         app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
-        keys = {
-            name: store.create_key(account, scope, now=datetime.now(UTC)).token
-            for name, (account, scope) in {
+        keys = issue_keys(
+            store,
+            {
                 "bot_a": ("alpha", "bot"),
                 "read_a": ("alpha", "read"),
                 "bot_b": ("beta", "bot"),
                 "admin": ("ops", "admin"),
-            }.items()
-        }
+            },
+        )
         with UvicornThread(app) as server:
-            deadline = time.monotonic() + 20
-            while engine.market is None:
-                assert time.monotonic() < deadline, "the engine did not assess the market"
-                time.sleep(0.02)
+            wait_for_market(engine)
             yield server.url, keys
         store.close()
 

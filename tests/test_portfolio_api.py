@@ -8,14 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service_kit import ScriptedFeed, make_frames
-from tradeguard.adapters.store import Store
+from tests.service_kit import compose, issue_keys
 from tradeguard.cli.main import main
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 
 ACCOUNT_ROUTES = [
     "/v1/portfolio",
@@ -30,26 +25,18 @@ ACCOUNT_ROUTES = [
 
 @pytest.fixture
 def api(tmp_path):
-    settings = Settings.load(
-        store_url=f"sqlite:///{tmp_path / 'p.db'}",
-        external={"enabled": False},
-        audit={"key_file": tmp_path / "audit.pem"},
-        refresh_interval_s=3600.0,
-    )
-    store = Store.open(settings.store_url)
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
-    now = datetime.now(UTC)
-    keys = {
-        name: store.create_key(account, scope, now=now).token
-        for name, (account, scope) in {
+    settings, store, engine, parts = compose(tmp_path)
+    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
+    keys = issue_keys(
+        store,
+        {
             "bot_a": ("alpha", "bot"),
             "read_a": ("alpha", "read"),
             "op_a": ("alpha", "operator"),
             "bot_b": ("beta", "bot"),
             "admin": ("ops", "admin"),
-        }.items()
-    }
+        },
+    )
     with TestClient(app) as client:
         yield client, keys, settings
     store.close()
@@ -197,9 +184,8 @@ def test_portfolio_survives_a_restart(api, tmp_path):
         ],
     )
     client.close()
-    store = Store.open(settings.store_url)
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
+    settings, store, engine, parts = compose(tmp_path, store_url=settings.store_url)
+    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
     with TestClient(app) as again:
         deadline = time.monotonic() + 5
         while "alpha" not in app.state.portfolio.risk and time.monotonic() < deadline:
@@ -224,16 +210,8 @@ def test_pull_mode_polls_positions_into_the_portfolio(tmp_path):
             "api_url": fake.url,
             "interval_s": 0.2,
         }
-        settings = Settings.load(
-            store_url=f"sqlite:///{tmp_path / 'pull.db'}",
-            external={"enabled": False},
-            audit={"key_file": tmp_path / "audit.pem"},
-            refresh_interval_s=3600.0,
-            portfolio={"pull": {"gamma": [pull]}},
-        )
-        store = Store.open(settings.store_url)
-        engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-        app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
+        settings, store, engine, parts = compose(tmp_path, portfolio={"pull": {"gamma": [pull]}})
+        app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
         token = store.create_key("gamma", "read", now=datetime.now(UTC)).token
         with TestClient(app) as client:
             deadline = time.monotonic() + 10

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.service_kit import ManualClock as Clock
-from tests.service_kit import ScriptedFeed, make_frames
-from tradeguard.adapters.store import Store
+from tests.service_kit import compose, issue_keys
 from tradeguard.adapters.store.schema import webhook_deliveries
 from tradeguard.core.sla import (
     STATES,
@@ -26,10 +25,6 @@ from tradeguard.core.sla import (
 )
 from tradeguard.errors import InputError
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 
 T = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -181,29 +176,22 @@ def test_breaker_stats_ignore_the_future(steps, span):
 
 @pytest.fixture
 def api(tmp_path):
-    settings = Settings.load(
-        store_url=f"sqlite:///{tmp_path / 's.db'}",
-        external={"enabled": False},
-        audit={"key_file": tmp_path / "audit.pem"},
-        refresh_interval_s=3600.0,
+    config, store, engine, parts = compose(
+        tmp_path,
         portfolio={"evaluate_every_s": 3600.0},  # no timer evaluations: the clock moves by hand only
     )
-    store = Store.open(settings.store_url)
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-    parts = build_portfolio(settings, store)
     clock = Clock(T)
     parts.guard.clock = clock
-    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
-    created = datetime.now(UTC)
-    keys = {
-        name: store.create_key(account, scope, now=created).token
-        for name, (account, scope) in {
+    app = create_app(config, engine, store, engine.metrics, portfolio=parts)
+    keys = issue_keys(
+        store,
+        {
             "bot_a": ("alpha", "bot"),
             "read_a": ("alpha", "read"),
             "op_a": ("alpha", "operator"),
             "admin": ("ops", "admin"),
-        }.items()
-    }
+        },
+    )
     with TestClient(app) as client:
         yield client, keys, clock, store
     store.close()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from tests.service_kit import ScriptedFeed, make_frames
+from tests.service_kit import compose
 from tradeguard.adapters.signing_key import AuditKey
 from tradeguard.adapters.store import AuditLog, Store
 from tradeguard.core import audit
@@ -14,10 +14,6 @@ from tradeguard.core.exposure import ExposureConfig
 from tradeguard.guards.order import OrderPolicy
 from tradeguard.guards.portfolio import PortfolioPolicy
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 from tradeguard.service.thresholds import record_thresholds, thresholds_in_force
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
@@ -56,17 +52,8 @@ def test_recorded_once_per_change_with_previous_values_and_changed_paths(store_u
 
 def start(tmp_path, **portfolio) -> list[dict]:
     """Start and stop the service once; the thresholds records in its audit log."""
-    settings = Settings.load(
-        store_url=f"sqlite:///{tmp_path / 't.db'}",
-        external={"enabled": False},
-        audit={"key_file": tmp_path / "audit.pem"},
-        refresh_interval_s=3600.0,
-        portfolio=portfolio,
-    )
-    store = Store.open(settings.store_url)
+    settings, store, engine, parts = compose(tmp_path, portfolio=portfolio)
     try:
-        engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-        parts = build_portfolio(settings, store)
         with TestClient(create_app(settings, engine, store, engine.metrics, portfolio=parts)):
             pass
         return parts.audit_log.query(type=audit.THRESHOLDS_UPDATED)

@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes.background_server import BackgroundServer
 from tests.service_kit import ManualClock as Clock
-from tests.service_kit import ScriptedFeed, make_frames
+from tests.service_kit import compose, issue_keys
 from tradeguard.adapters.signing_key import AuditKey
 from tradeguard.adapters.store import Store
 from tradeguard.adapters.store.audit_log import AuditLog, audit_log
@@ -45,10 +45,6 @@ from tradeguard.core import audit
 from tradeguard.core.audit import AuditRecord, verify_record
 from tradeguard.errors import InputError
 from tradeguard.service.app import create_app
-from tradeguard.service.engine import Engine
-from tradeguard.service.kernel import build_portfolio
-from tradeguard.service.metrics import Metrics
-from tradeguard.service.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 TOLERANCE = timedelta(minutes=5)
@@ -766,27 +762,22 @@ def test_http_client_errors_and_timeouts() -> None:
 
 @pytest.fixture
 def api(store_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    settings = Settings.load(
+    settings, store, engine, parts = compose(
+        tmp_path,
         store_url=store_url,
-        external={"enabled": False},
-        audit={"key_file": tmp_path / "audit.pem"},
-        refresh_interval_s=3600.0,
         portfolio={"evaluate_every_s": 3600.0, "snapshot_every_s": 3600.0},
         webhooks={"timeout_s": 2.0},
     )
-    store = Store.open(settings.store_url)
-    engine = Engine(settings, ScriptedFeed(make_frames()), store, Metrics())
-    app = create_app(settings, engine, store, engine.metrics, portfolio=build_portfolio(settings, store))
-    now = datetime.now(UTC)
-    keys = {
-        name: store.create_key(account, scope, now=now).token
-        for name, (account, scope) in {
+    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
+    keys = issue_keys(
+        store,
+        {
             "op_a": ("alpha", "operator"),
             "read_a": ("alpha", "read"),
             "op_b": ("beta", "operator"),
             "admin": ("ops", "admin"),
-        }.items()
-    }
+        },
+    )
     with TestClient(app) as client:
         yield client, keys
     store.close()

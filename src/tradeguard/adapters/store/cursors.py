@@ -42,14 +42,16 @@ class ReadCursor:
 
     def start_at(self, seq: int, now: datetime) -> int:
         """Set the cursor to `seq` unless it is already set; the cursor's seq either way."""
-        with write_transaction(self._engine) as conn:
-            current = conn.execute(
-                sa.select(read_cursors.c.seq).where(read_cursors.c.name == self.name)
-            ).scalar_one_or_none()
-            if current is not None:
-                return int(current)
-            conn.execute(read_cursors.insert().values(name=self.name, seq=seq, updated_at=now))
-        return seq
+        current = self.get()
+        if current is not None:
+            return current
+        try:
+            with write_transaction(self._engine) as conn:
+                conn.execute(read_cursors.insert().values(name=self.name, seq=seq, updated_at=now))
+            return seq
+        except sa.exc.IntegrityError:  # another reader placed it first: theirs stands
+            placed = self.get()
+        return seq if placed is None else placed
 
     def advance(self, expected: int, to: int, now: datetime) -> bool:
         """Move the cursor from `expected` to `to`; False when another reader moved it first."""
