@@ -279,10 +279,10 @@ def _shape(
     trough_i = peak_i + int(np.argmin(after))
     depth = seg_x[peak_i] - seg_x[trough_i]
     mid, deep = seg_x[peak_i] - depth / 2.0, seg_x[peak_i] - config.oscillation_depth_ratio * depth
-    if depth > 0:  # +1 at or above mid, -1 at or below deep; a recovery is a -1 followed by a +1
-        marks = np.where(after >= mid, 1, np.where(after <= deep, -1, 0))
-        marks = marks[marks != 0]
-        crossings = int(np.count_nonzero((marks[:-1] == -1) & (marks[1:] == 1)))
+    if depth > 0:  # marks: up at or above mid, down at or below deep; a recovery is a down followed by an up
+        up = after >= mid
+        marks = up[np.flatnonzero(up | (after <= deep))]  # True: up, False: down (booleans: 8x less memory)
+        crossings = int(np.count_nonzero(~marks[:-1] & marks[1:]))
     else:
         crossings = 0
     fall_s = (max(int(seg_t[trough_i]), start_ns) - max(int(seg_t[peak_i]), start_ns)) / NS
