@@ -278,7 +278,7 @@ def build_orders(settings: Settings, parts: PortfolioParts, engine: Engine) -> O
     queue = AuditQueue(parts.audit_log)
     shared_rate = (
         RedisRateLimit.from_url(
-            o.redis_url,
+            o.redis_url.get_secret_value(),
             policy.rate_per_s,
             policy.rate_burst,
             timeout_s=o.redis_timeout_ms / 1000.0,

@@ -198,8 +198,8 @@ class OrderSettings(_Section):
 
     rate_limit_per_s: float = Field(10.0, gt=0, description="orders per second per bot")
     rate_limit_burst: int = Field(10, ge=1)
-    redis_url: str | None = Field(
-        None, description="share each bot's rate limit across replicas in Redis (else in-process)"
+    redis_url: SecretStr | None = Field(
+        None, description="share each bot's rate limit across replicas in Redis (else in-process; secret)"
     )
     redis_timeout_ms: float = Field(
         50.0, gt=0, description="a Redis call slower than this is an error (check_error:redis)"
