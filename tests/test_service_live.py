@@ -76,9 +76,10 @@ def test_live_service_follows_the_stream_across_a_dropped_socket(
         fake_binance_ws.push_kline("BTCUSDT", "1h", T12 + HOUR_MS, closed=False)
         wait_for(lambda: engine.states["BTC/USDT"].latest["as_of"] == iso(T12 + HOUR_MS), "13:00 assessment")
 
-        # the socket drops; 13:00 and 14:00 close while the feed is away; REST fills them in
-        fake_binance_ws.drop_connections()
+        # the socket drops; 13:00 and 14:00 close while the feed is away; REST fills them in. The clock moves
+        # first: a reconnect racing ahead of it (10 ms backoff) would find nothing to fill in.
         clock.set(T12 + 3 * HOUR_MS + 500)
+        fake_binance_ws.drop_connections()
         wait_for(
             lambda: engine.states["BTC/USDT"].latest["as_of"] == iso(T12 + 3 * HOUR_MS),
             "recovered 15:00",
