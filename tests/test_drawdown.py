@@ -330,6 +330,12 @@ def test_drawdowns_are_percentages_and_match_a_loop(p):
 
 
 @given(equity_paths())
+def test_the_report_shares_segment_work_without_changing_a_window(p):
+    t, x = p
+    assert drawdown_report(t, x, NOW, capital=1.0).windows == window_drawdowns(t, x, NOW)  # each on its own
+
+
+@given(equity_paths())
 def test_a_non_decreasing_series_has_no_drawdown(p):
     t, x = p
     x = np.maximum.accumulate(x)

@@ -39,6 +39,7 @@ equity is for the caller to treat as a failed check.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal
@@ -242,11 +243,17 @@ def _segment(t: np.ndarray, x: np.ndarray, start_ns: int, end_ns: int) -> tuple[
 
     Only the first can be before start; its time counts as start: `max(time, start_ns)` for any of them.
     """
+    lo, hi = _bounds(t, start_ns, end_ns)
+    return t[lo:hi], x[lo:hi]
+
+
+def _bounds(t: np.ndarray, start_ns: int, end_ns: int) -> tuple[int, int]:
+    """[lo, hi) of `_segment`."""
     hi = int(np.searchsorted(t, end_ns, side="right"))
     lo = max(int(np.searchsorted(t, start_ns, side="right")) - 1, 0)
     if hi <= lo:
         raise InputError(f"no equity observed at or before {_dt(end_ns).isoformat()}")
-    return t[lo:hi], x[lo:hi]
+    return lo, hi
 
 
 def _pct_below(peak: float, value: float) -> float:
@@ -270,11 +277,25 @@ def escalation_level(drawdown_pct: float, config: DrawdownConfig | None = None) 
     return "none"
 
 
-def _shape(
-    seg_t: np.ndarray, seg_x: np.ndarray, start_ns: int, current_pct: float, config: DrawdownConfig
-) -> tuple[Shape, int, int, float, int]:
-    """(shape, peak index, trough index, fall seconds, crossings) of the current drawdown in a segment."""
-    peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))  # the last time at the peak
+@dataclass(frozen=True, slots=True)
+class _Fall:
+    """What a segment's drawdown is made of, wherever in its first observation the window starts."""
+
+    max_pct: float
+    peak: float
+    equity: float
+    peak_i: int  # the last time at the peak
+    trough_i: int  # the lowest point after it
+    crossings: int  # recoveries above mid after the peak
+
+
+def _fall(seg_x: np.ndarray, config: DrawdownConfig) -> _Fall:
+    running = np.maximum.accumulate(seg_x)
+    # Where the running peak is 0 the equity is 0 too (it is >= 0): the fall there is 0 / 1 = 0. The peak
+    # never falls, so a positive first one means no zero to guard against.
+    safe = running if running[0] > 0 else np.where(running > 0, running, 1.0)
+    fall = float(((running - seg_x) / safe).max())
+    peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))
     after = seg_x[peak_i:]
     trough_i = peak_i + int(np.argmin(after))
     depth = seg_x[peak_i] - seg_x[trough_i]
@@ -285,50 +306,66 @@ def _shape(
         crossings = int(np.count_nonzero(~marks[:-1] & marks[1:]))
     else:
         crossings = 0
-    fall_s = (max(int(seg_t[trough_i]), start_ns) - max(int(seg_t[peak_i]), start_ns)) / NS
+    peak, equity = float(running[-1]), float(seg_x[-1])
+    return _Fall(min(100.0, max(0.0, fall * 100.0)), peak, equity, peak_i, trough_i, crossings)
+
+
+def _shape(
+    f: _Fall, seg_t: np.ndarray, start_ns: int, current_pct: float, config: DrawdownConfig
+) -> tuple[Shape, float]:
+    """(shape, fall seconds) of the current drawdown of a window starting at `start_ns`."""
+    fall_s = (max(int(seg_t[f.trough_i]), start_ns) - max(int(seg_t[f.peak_i]), start_ns)) / NS
     shape: Shape
     if current_pct <= 0.0 or current_pct < config.classify_min_pct:
         shape = "none"
-    elif crossings >= config.oscillation_crossings:
+    elif f.crossings >= config.oscillation_crossings:
         shape = "oscillating"
     elif fall_s <= _seconds(config.fast_within):
         shape = "fast"
     else:
         shape = "slow"
-    return shape, peak_i, trough_i, fall_s, crossings
+    return shape, fall_s
 
 
-def _window(t: np.ndarray, x: np.ndarray, now_ns: int, window: str, config: DrawdownConfig) -> WindowDrawdown:
+def _window(
+    t: np.ndarray,
+    x: np.ndarray,
+    now_ns: int,
+    window: str,
+    config: DrawdownConfig,
+    falls: dict[int, _Fall] | None = None,
+) -> WindowDrawdown:
+    """One window; `falls` shares the segment work between windows cut from the same first observation
+    (all of them, while the history is shorter than the windows)."""
     start_ns = now_ns - _seconds(window) * NS
-    seg_t, seg_x = _segment(t, x, start_ns, now_ns)
-    running = np.maximum.accumulate(seg_x)
-    # Where the running peak is 0 the equity is 0 too (it is >= 0): the fall there is 0 / 1 = 0. The peak
-    # never falls, so a positive first one means no zero to guard against.
-    safe = running if running[0] > 0 else np.where(running > 0, running, 1.0)
-    fall = float(((running - seg_x) / safe).max())
-    max_pct = min(100.0, max(0.0, fall * 100.0))
-    peak, equity = float(running[-1]), float(seg_x[-1])
-    current = _pct_below(peak, equity)
+    lo, hi = _bounds(t, start_ns, now_ns)
+    seg_t = t[lo:hi]
+    f = falls.get(lo) if falls is not None else None
+    if f is None:
+        f = _fall(x[lo:hi], config)
+        if falls is not None:
+            falls[lo] = f
+    current = _pct_below(f.peak, f.equity)
     level = escalation_level(current, config)
-    shape, peak_i, trough_i, fall_s, crossings = _shape(seg_t, seg_x, start_ns, current, config)
-    how = f", {shape} ({crossings} recoveries above mid, fall took {fall_s:g}s)" if shape != "none" else ""
+    shape, fall_s = _shape(f, seg_t, start_ns, current, config)
+    how = f", {shape} ({f.crossings} recoveries above mid, fall took {fall_s:g}s)" if shape != "none" else ""
     return WindowDrawdown(
         window=window,
         start=_dt(start_ns),
-        observations=len(seg_x),
-        peak=peak,
-        peak_at=_dt(max(int(seg_t[peak_i]), start_ns)),
-        trough=float(seg_x[trough_i]),
-        trough_at=_dt(max(int(seg_t[trough_i]), start_ns)),
-        equity=equity,
+        observations=len(seg_t),
+        peak=f.peak,
+        peak_at=_dt(max(int(seg_t[f.peak_i]), start_ns)),
+        trough=float(x[lo + f.trough_i]),
+        trough_at=_dt(max(int(seg_t[f.trough_i]), start_ns)),
+        equity=f.equity,
         current_pct=current,
-        max_pct=max_pct,
+        max_pct=f.max_pct,
         level=level,
         shape=shape,
         fall_s=fall_s,
-        crossings=crossings,
-        reason=f"{window}: equity {equity:g} is {current:.2f}% below the window peak {peak:g} (max "
-        f"{max_pct:.2f}% within the window); level {level}{how}.",
+        crossings=f.crossings,
+        reason=f"{window}: equity {f.equity:g} is {current:.2f}% below the window peak {f.peak:g} (max "
+        f"{f.max_pct:.2f}% within the window); level {level}{how}.",
     )
 
 
@@ -465,7 +502,8 @@ def drawdown_report(
     config = config or DrawdownConfig()
     t, x = _checked(times_ns, equity)
     now_ns = _ns(now)
-    windows = tuple(_window(t, x, now_ns, w, config) for w in config.windows)
+    falls: dict[int, _Fall] = {}
+    windows = tuple(_window(t, x, now_ns, w, config, falls) for w in config.windows)
     worst = max(windows, key=lambda w: (w.current_pct, _seconds(w.window)))
     day = _daily_pnl(t, x, now)
     if capital is None and day.start_equity <= 0:
