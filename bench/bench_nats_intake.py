@@ -1,7 +1,7 @@
 """NATS JetStream intake throughput and latency: publish N events, consume them with NatsIntake into a store.
 
 Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode live|backlog]
-       [--store sqlite|postgresql] [--batch 500] [--guard] [--no-uvloop] [--no-gc-tuning]
+       [--store sqlite|postgresql] [--batch 500] [--guard [--history-days 30]] [--no-uvloop] [--no-gc-tuning]
 
 - live (default): a separate publisher process publishes while the intake consumes (as bots would), at
   `--rate` events/s (0 = as fast as JetStream acks them, with up to 4,000 publishes in flight). Each event's
@@ -14,6 +14,8 @@ Usage: python bench/bench_nats_intake.py [--events 100000] [--rate 0] [--mode li
   event returns, i.e. its account re-evaluated, breakers moved, changes of state written, trading state
   derived. The intake hands the guard every event stored while its previous call ran in one call, so
   the figures include the wait for that call.
+- --history-days N: each account's equity path starts with N days of observations 10 s apart (what a
+  restart restores after a month), so the drawdown windows span real history rather than the run's seconds.
 
 Needs NATS with JetStream on 127.0.0.1:4222 (and PostgreSQL on 127.0.0.1:5432 for --store postgresql).
 Events are spread over 10 accounts x 5 bots, types equity/positions/balance/trade in turn. Each run uses
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -47,7 +50,7 @@ from tradeguard.adapters.store.guard_state import GuardState, breaker_states, ki
 from tradeguard.adapters.store.schema import metadata
 from tradeguard.adapters.store.store import create_store_engine
 from tradeguard.core.events import Event
-from tradeguard.guards.portfolio import PortfolioGuard, PortfolioPolicy
+from tradeguard.guards.portfolio import AccountBook, PortfolioGuard, PortfolioPolicy
 from tradeguard.service.runtime import settle_gc
 
 NATS_URL = "nats://127.0.0.1:4222"
@@ -193,6 +196,22 @@ class GuardedRecorder(Recorder):
             await self.guard.refresh_kill_switches()
 
 
+def preload(guard: PortfolioGuard, days: float, every_s: int = 10) -> None:
+    """Each account's equity path: `days` of a random walk around 10,000, one observation every `every_s`."""
+    if days <= 0:
+        return
+    end = time.time_ns() - 60 * 10**9
+    n = int(days * 86_400 / every_s)
+    times = end - np.arange(n)[::-1] * every_s * 10**9
+    rng = np.random.default_rng(1)
+    for account in ACCOUNTS:
+        values = np.maximum(10_000.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 1.0)
+        path = guard.books.setdefault(account, AccountBook()).equity
+        for t, x in zip(times.tolist(), values.tolist(), strict=True):
+            path.set(t, x)
+    print(f"preloaded {len(ACCOUNTS)} accounts x {n:,} equity points ({days:g} days, {every_s} s apart)")
+
+
 async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
     stream, subject = f"BENCH_{tag}", f"bench.{tag}.events.>"
     engine = create_store_engine(url)
@@ -209,6 +228,7 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             settle_currency=resolver.settle_currency,
             tiers=load_snapshot().tiers,
         )
+        preload(guard, args.history_days)
         recorder = GuardedRecorder(args.events, guard)
         refresher = asyncio.create_task(recorder.refresh_kill_switches())
     event_log = CountingLog(engine)
@@ -291,6 +311,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("live", "backlog"), default="live")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--history-days", type=float, default=0.0, help="with --guard: days of equity history per account"
+    )
     parser.add_argument(
         "--guard", action="store_true", help="feed the portfolio guard: latency to its decision"
     )

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from tradeguard.core.drawdown import (
     DrawdownConfig,
+    DrawdownMemo,
     daily_loss,
     daily_pnl,
     drawdown_report,
@@ -333,6 +334,45 @@ def test_drawdowns_are_percentages_and_match_a_loop(p):
 def test_the_report_shares_segment_work_without_changing_a_window(p):
     t, x = p
     assert drawdown_report(t, x, NOW, capital=1.0).windows == window_drawdowns(t, x, NOW)  # each on its own
+
+
+# Operations on a growing equity path, as the portfolio guard sees it: append, re-report the last instant,
+# insert a late observation, move the clock (windows start later), trim; a report after each.
+path_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["append", "append", "append", "replace", "late", "wait"]),
+        st.floats(0.0, 2_000.0, allow_nan=False),  # equity (0 included)
+        st.integers(1, 6 * 24 * 60),  # minutes: step between observations, or the clock's move
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+@given(path_ops, st.sampled_from([("1h", "4h", "24h", "7d", "30d"), ("1h", "4h")]))
+def test_a_memo_carried_between_reports_gives_what_a_fresh_report_gives(ops, windows):
+    config = DrawdownConfig(windows=windows, global_lookback=windows[-1])
+    memo, generation = DrawdownMemo(), 0
+    ts, xs = [NOW], [1_000.0]
+    now = NOW
+    for op, value, minutes in ops:
+        step = timedelta(minutes=minutes)
+        if op == "append":
+            ts.append(ts[-1] + step)
+            xs.append(value)
+        elif op == "replace":
+            xs[-1], generation = value, generation + 1
+        elif op == "late" and len(ts) > 1:  # between the last two: an insertion, not an append
+            ts.insert(-1, ts[-2] + (ts[-1] - ts[-2]) / 2)
+            xs.insert(-1, value)
+            generation += 1
+        now = max(now + (step if op == "wait" else timedelta(0)), ts[-1])
+        t = np.array([pd.Timestamp(v).value for v in ts], dtype=np.int64)
+        x = np.array(xs)
+        if len(set(ts)) != len(ts):
+            continue
+        fresh = drawdown_report(t, x, now, config, capital=1.0)
+        assert drawdown_report(t, x, now, config, capital=1.0, memo=memo, generation=generation) == fresh
 
 
 @given(equity_paths())

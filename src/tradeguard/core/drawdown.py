@@ -285,29 +285,87 @@ class _Fall:
     peak: float
     equity: float
     peak_i: int  # the last time at the peak
-    trough_i: int  # the lowest point after it
+    trough_i: int  # the lowest point after it (the first, if several)
     crossings: int  # recoveries above mid after the peak
+    last_up: bool | None  # the last mark after the peak: True at or above mid, False at or below deep
 
 
 def _fall(seg_x: np.ndarray, config: DrawdownConfig) -> _Fall:
     running = np.maximum.accumulate(seg_x)
+    peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))
+    return _after(seg_x, peak_i, _max_pct(running, seg_x, 0.0), float(running[-1]), config)
+
+
+def _max_pct(running: np.ndarray, xs: np.ndarray, before: float) -> float:
+    """The deepest fall (%) below the running peak over `xs`, at least `before`."""
     # Where the running peak is 0 the equity is 0 too (it is >= 0): the fall there is 0 / 1 = 0. The peak
     # never falls, so a positive first one means no zero to guard against.
     safe = running if running[0] > 0 else np.where(running > 0, running, 1.0)
-    fall = float(((running - seg_x) / safe).max())
-    peak_i = len(seg_x) - 1 - int(np.argmax(seg_x[::-1]))
+    fall = float(((running - xs) / safe).max())
+    return max(before, min(100.0, max(0.0, fall * 100.0)))
+
+
+def _after(seg_x: np.ndarray, peak_i: int, max_pct: float, peak: float, config: DrawdownConfig) -> _Fall:
+    """The fall with its peak at `peak_i`: trough and recoveries counted over everything after it."""
     after = seg_x[peak_i:]
     trough_i = peak_i + int(np.argmin(after))
-    depth = seg_x[peak_i] - seg_x[trough_i]
-    mid, deep = seg_x[peak_i] - depth / 2.0, seg_x[peak_i] - config.oscillation_depth_ratio * depth
-    if depth > 0:  # marks: up at or above mid, down at or below deep; a recovery is a down followed by an up
-        up = after >= mid
-        marks = up[np.flatnonzero(up | (after <= deep))]  # True: up, False: down (booleans: 8x less memory)
-        crossings = int(np.count_nonzero(~marks[:-1] & marks[1:]))
-    else:
-        crossings = 0
-    peak, equity = float(running[-1]), float(seg_x[-1])
-    return _Fall(min(100.0, max(0.0, fall * 100.0)), peak, equity, peak_i, trough_i, crossings)
+    crossings, last_up = _recoveries(after, seg_x[peak_i], seg_x[trough_i], None, config)
+    return _Fall(max_pct, peak, float(seg_x[-1]), peak_i, trough_i, crossings, last_up)
+
+
+def _recoveries(
+    xs: np.ndarray, peak: float, trough: float, last_up: bool | None, config: DrawdownConfig
+) -> tuple[int, bool | None]:
+    """Recoveries (a down mark followed by an up mark) in `xs` after a mark `last_up`, and the last mark."""
+    depth = peak - trough
+    if depth <= 0:
+        return 0, None
+    up = xs >= peak - depth / 2.0
+    marks = up[np.flatnonzero(up | (xs <= peak - config.oscillation_depth_ratio * depth))]  # booleans
+    if not len(marks):
+        return 0, last_up
+    crossings = int(np.count_nonzero(~marks[:-1] & marks[1:]))
+    if last_up is False and marks[0]:
+        crossings += 1
+    return crossings, bool(marks[-1])
+
+
+def _extend(f: _Fall, seg_x: np.ndarray, n: int, config: DrawdownConfig) -> _Fall:
+    """`f` of `seg_x[:n]` carried over the observations appended since: exactly what `_fall(seg_x)` gives,
+    in time proportional to them (and to the after-peak part when the trough deepens)."""
+    new = seg_x[n:]
+    if not len(new):
+        return f
+    running = np.maximum(np.maximum.accumulate(new), f.peak)
+    max_pct = _max_pct(running, new, f.max_pct)
+    peak = float(running[-1])
+    if float(new.max()) >= f.peak:  # the last time at the peak is a new observation
+        return _after(seg_x, n + len(new) - 1 - int(np.argmax(new[::-1])), max_pct, peak, config)
+    if float(new.min()) < seg_x[f.trough_i]:  # a deeper trough moves the marks' levels: count them again
+        return _after(seg_x, f.peak_i, max_pct, peak, config)
+    crossings, last_up = _recoveries(new, f.peak, float(seg_x[f.trough_i]), f.last_up, config)
+    return _Fall(max_pct, peak, float(new[-1]), f.peak_i, f.trough_i, f.crossings + crossings, last_up)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    generation: int
+    first_ns: int  # the time of the segment's first observation
+    n: int  # its observations
+    fall: _Fall
+
+
+class DrawdownMemo:
+    """The windows of one equity path kept between `drawdown_report` calls, so that the next call extends
+    each over the observations appended since instead of rescanning it (O(new) rather than O(window)).
+
+    Valid while the path only grows at its end: the caller passes a `generation` that changes whenever an
+    observation is inserted before the last one or replaced; a window whose first observation changed (its
+    start passed one) is scanned again.
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Memo] = {}
 
 
 def _shape(
@@ -334,17 +392,25 @@ def _window(
     window: str,
     config: DrawdownConfig,
     falls: dict[int, _Fall] | None = None,
+    memo: tuple[DrawdownMemo, int] | None = None,
 ) -> WindowDrawdown:
     """One window; `falls` shares the segment work between windows cut from the same first observation
-    (all of them, while the history is shorter than the windows)."""
+    (all of them, while the history is shorter than the windows); `memo` (memo, generation) carries it over
+    from the last call."""
     start_ns = now_ns - _seconds(window) * NS
     lo, hi = _bounds(t, start_ns, now_ns)
     seg_t = t[lo:hi]
     f = falls.get(lo) if falls is not None else None
     if f is None:
-        f = _fall(x[lo:hi], config)
+        kept = memo[0]._windows.get(window) if memo is not None else None
+        if kept is not None and memo is not None and kept.generation == memo[1] and kept.first_ns == t[lo]:
+            f = _extend(kept.fall, x[lo:hi], kept.n, config) if hi - lo >= kept.n else None
+        if f is None:
+            f = _fall(x[lo:hi], config)
         if falls is not None:
             falls[lo] = f
+    if memo is not None:
+        memo[0]._windows[window] = _Memo(memo[1], int(t[lo]), hi - lo, f)
     current = _pct_below(f.peak, f.equity)
     level = escalation_level(current, config)
     shape, fall_s = _shape(f, seg_t, start_ns, current, config)
@@ -497,13 +563,21 @@ def drawdown_report(
     now: datetime,
     config: DrawdownConfig | None = None,
     capital: float | None = None,
+    *,
+    memo: DrawdownMemo | None = None,
+    generation: int = 0,
 ) -> DrawdownReport:
-    """All drawdown views of one account at `now`. `capital` defaults to the equity at 00:00 UTC today."""
+    """All drawdown views of one account at `now`. `capital` defaults to the equity at 00:00 UTC today.
+
+    `memo` keeps the windows for the next call on the same path (see `DrawdownMemo`; `generation` as
+    described there); without one every window is scanned.
+    """
     config = config or DrawdownConfig()
     t, x = _checked(times_ns, equity)
     now_ns = _ns(now)
     falls: dict[int, _Fall] = {}
-    windows = tuple(_window(t, x, now_ns, w, config, falls) for w in config.windows)
+    kept = (memo, generation) if memo is not None else None
+    windows = tuple(_window(t, x, now_ns, w, config, falls, kept) for w in config.windows)
     worst = max(windows, key=lambda w: (w.current_pct, _seconds(w.window)))
     day = _daily_pnl(t, x, now)
     if capital is None and day.start_equity <= 0:

@@ -30,7 +30,7 @@ from tradeguard.adapters.actions import TripAction, TripContext, run_actions
 from tradeguard.adapters.store.guard_state import FLEET, GuardState, KillSwitchCache
 from tradeguard.core import breakers as brk
 from tradeguard.core.correlation import CorrelationConfig, CorrelationReport, correlation_report
-from tradeguard.core.drawdown import DrawdownConfig, DrawdownReport, drawdown_report
+from tradeguard.core.drawdown import DrawdownConfig, DrawdownMemo, DrawdownReport, drawdown_report
 from tradeguard.core.events import (
     BalancePayload,
     EquityPayload,
@@ -81,13 +81,15 @@ class PortfolioPolicy:
 
 class EquityPath:
     """An account's equity over time, in time order, as int64 ns and float64 arrays grown in place (appends
-    and trims in amortized O(1)), so that the drawdown reads them without copying."""
+    and trims in amortized O(1)), so that the drawdown reads them without copying. `generation` changes
+    whenever an observation is replaced or inserted before the last one (a `DrawdownMemo` is then stale)."""
 
     def __init__(self, capacity: int = 256) -> None:
         self._t = np.empty(capacity, dtype=np.int64)
         self._x = np.empty(capacity, dtype=np.float64)
         self._start = 0  # observations before it were trimmed
         self._end = 0
+        self.generation = 0
 
     def __len__(self) -> int:
         return self._end - self._start
@@ -105,6 +107,7 @@ class EquityPath:
         offset = len(self)  # where it goes, from the first kept observation: at the end, usually
         if offset and t_ns <= self._t[self._end - 1]:
             offset = int(np.searchsorted(self.times_ns, t_ns, side="right"))
+            self.generation += 1
             if offset and self._t[self._start + offset - 1] == t_ns:
                 self._x[self._start + offset - 1] = value
                 return
@@ -136,6 +139,7 @@ class AccountBook:
 
     latest: dict[tuple[str, str], Event] = field(default_factory=dict)  # (exchange, type) -> event
     equity: EquityPath = field(default_factory=EquityPath)
+    drawdown_memo: DrawdownMemo = field(default_factory=DrawdownMemo)
     returns: dict[tuple[str, datetime], StrategyReturnPayload] = field(default_factory=dict)
     returns_version: int = 0
     last_return: dict[str, datetime] = field(default_factory=dict)  # strategy -> latest period_end
@@ -414,7 +418,14 @@ class PortfolioGuard:
         if not len(book.equity):
             return None
         try:
-            return drawdown_report(book.equity.times_ns, book.equity.values, now, self.policy.drawdown)
+            return drawdown_report(
+                book.equity.times_ns,
+                book.equity.values,
+                now,
+                self.policy.drawdown,
+                memo=book.drawdown_memo,
+                generation=book.equity.generation,
+            )
         except InputError as exc:
             log.warning("drawdown not computable: %s", exc)
             return None
