@@ -197,17 +197,17 @@ class GuardedRecorder(Recorder):
 
 
 def preload(guard: PortfolioGuard, days: float, every_s: int = 10) -> None:
-    """Each account's equity path: `days` of a random walk around 10,000, one observation every `every_s`."""
-    if days <= 0:
-        return
+    """Each account's equity path: `days` of a random walk around 10,000, one observation every `every_s`
+    (accounts report independently: their observations are spread over the interval, not simultaneous)."""
     end = time.time_ns() - 60 * 10**9
     n = int(days * 86_400 / every_s)
     times = end - np.arange(n)[::-1] * every_s * 10**9
     rng = np.random.default_rng(1)
-    for account in ACCOUNTS:
+    for k, account in enumerate(ACCOUNTS):
         values = np.maximum(10_000.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 1.0)
         path = guard.books.setdefault(account, AccountBook()).equity
-        for t, x in zip(times.tolist(), values.tolist(), strict=True):
+        phase = k * every_s * 10**9 // len(ACCOUNTS)
+        for t, x in zip((times - phase).tolist(), values.tolist(), strict=True):
             path.set(t, x)
     print(f"preloaded {len(ACCOUNTS)} accounts x {n:,} equity points ({days:g} days, {every_s} s apart)")
 
@@ -228,7 +228,9 @@ async def consume(args: argparse.Namespace, url: str, tag: str) -> None:
             settle_currency=resolver.settle_currency,
             tiers=load_snapshot().tiers,
         )
-        preload(guard, args.history_days)
+        if args.history_days > 0:
+            preload(guard, args.history_days)
+            await guard.evaluate_many(ACCOUNTS)  # as the service's restore does before its intake starts
         recorder = GuardedRecorder(args.events, guard)
         refresher = asyncio.create_task(recorder.refresh_kill_switches())
     event_log = CountingLog(engine)

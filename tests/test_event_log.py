@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 
 from tradeguard.adapters.store import Store
 from tradeguard.adapters.store import event_log as event_log_module
@@ -163,21 +164,26 @@ def test_repeats_within_one_batch(log: EventLog, engine: sa.Engine) -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "message"),
+    ("type_", "payload", "message"),
     [
-        ({"total_equity": float("inf")}, "finite"),
-        ({"currency": "US\x00DT"}, "NUL"),
+        ("balance", {"total": {"USDT": float("inf")}}, "finite"),
+        ("equity", {"currency": "US\x00DT"}, "NUL"),
     ],
 )
 def test_unstorable_events_are_rejected_before_the_database(
-    log: EventLog, engine: sa.Engine, payload: dict[str, Any], message: str
+    log: EventLog, engine: sa.Engine, type_: str, payload: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(BatchRejected) as caught:
-        log.store_batch([event(0), event(1, **payload)], RECEIVED)
+        log.store_batch([event(0), event(1, type_, **payload)], RECEIVED)
     [rejection] = caught.value.rejections
     assert rejection.index == 1 and rejection.reason == "unstorable" and message in rejection.message
     assert not caught.value.conflict
     assert stored_ids(engine) == []
+
+
+def test_an_infinite_equity_is_refused_by_the_envelope() -> None:
+    with pytest.raises(ValidationError, match="finite"):
+        event(0, total_equity=float("inf"))
 
 
 def test_equity_history_is_filled_from_equity_events(log: EventLog) -> None:

@@ -60,7 +60,7 @@ class Position(BaseModel):
 
 
 class EquityPayload(_Payload):
-    total_equity: float = Field(ge=0)
+    total_equity: float = Field(ge=0, allow_inf_nan=False)
     currency: str = Field(min_length=1)
 
 

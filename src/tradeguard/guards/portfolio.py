@@ -171,6 +171,9 @@ class AccountBook:
         total = sum(
             e.payload.total_equity for e in self.latest.values() if isinstance(e.payload, EquityPayload)
         )
+        if not math.isfinite(total):  # each is finite; only an absurd sum overflows (the path stays finite)
+            log.warning("account equity overflows at %s: not recorded", ts.isoformat())
+            return
         self.equity.set(int(ts.timestamp() * NS), total)
 
     def trim(self, now: datetime) -> None:
@@ -425,6 +428,7 @@ class PortfolioGuard:
                 self.policy.drawdown,
                 memo=book.drawdown_memo,
                 generation=book.equity.generation,
+                trusted=True,
             )
         except InputError as exc:
             log.warning("drawdown not computable: %s", exc)
