@@ -197,14 +197,15 @@ class GuardedRecorder(Recorder):
 
 
 def preload(guard: PortfolioGuard, days: float, every_s: int = 10) -> None:
-    """Each account's equity path: `days` of a random walk around 10,000, one observation every `every_s`
-    (accounts report independently: their observations are spread over the interval, not simultaneous)."""
+    """Each account's equity path: `days` of a random walk around 21,000 (where the run's equity events put
+    the account total, so the run may sit below the history's peak), one observation every `every_s`;
+    accounts report independently: their observations are spread over the interval, not simultaneous."""
     end = time.time_ns() - 60 * 10**9
     n = int(days * 86_400 / every_s)
     times = end - np.arange(n)[::-1] * every_s * 10**9
     rng = np.random.default_rng(1)
     for k, account in enumerate(ACCOUNTS):
-        values = np.maximum(10_000.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 1.0)
+        values = np.maximum(21_000.0 + np.cumsum(rng.normal(0.0, 2.0, n)), 1.0)
         path = guard.books.setdefault(account, AccountBook()).equity
         phase = k * every_s * 10**9 // len(ACCOUNTS)
         for t, x in zip((times - phase).tolist(), values.tolist(), strict=True):
