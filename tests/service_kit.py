@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,25 @@ class UvicornThread:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+
+CLIENT_KEYS = {
+    "bot_a": ("alpha", "bot"),
+    "read_a": ("alpha", "read"),
+    "bot_b": ("beta", "bot"),
+    "admin": ("ops", "admin"),
+}
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, **settings: Any) -> Iterator[tuple[str, dict[str, str]]]:
+    """(base URL, CLIENT_KEYS tokens) of the app `compose(tmp, **settings)` builds, served by uvicorn once the
+    market is assessed; the store is closed afterwards."""
+    config, store, engine, parts = compose(tmp, **settings)
+    try:
+        keys = issue_keys(store, CLIENT_KEYS)
+        with UvicornThread(create_app(config, engine, store, engine.metrics, portfolio=parts)) as server:
+            wait_for_market(engine)
+            yield server.url, keys
+    finally:
+        store.close()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.fakes.fake_tradeguard import GARBAGE, HANG, BlackHole, FakeTradeguard, Reply, refused_url
-from tests.service_kit import UvicornThread, compose, issue_keys, wait_for_market
+from tests.service_kit import serving
 from tradeguard.client import (
     AsyncTradeguardClient,
     CircuitBreaker,
@@ -28,7 +28,6 @@ from tradeguard.client import (
 from tradeguard.core.order_check import OrderDecision, OrderRequest
 from tradeguard.core.trading_state import TradingState
 from tradeguard.errors import TradeguardError
-from tradeguard.service.app import create_app
 
 CHECK = "/v1/orders/check"
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, deadline_s=2.0)
@@ -56,22 +55,8 @@ class ManualClock:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     """(base URL, keys by name) of the real app, composed as test_portfolio_api composes it."""
-    tmp = tmp_path_factory.mktemp("client")
-    settings, store, engine, parts = compose(tmp)
-    app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
-    keys = issue_keys(
-        store,
-        {
-            "bot_a": ("alpha", "bot"),
-            "read_a": ("alpha", "read"),
-            "bot_b": ("beta", "bot"),
-            "admin": ("ops", "admin"),
-        },
-    )
-    with UvicornThread(app) as server:
-        wait_for_market(engine)
-        yield server.url, keys
-    store.close()
+    with serving(tmp_path_factory.mktemp("client")) as served:
+        yield served
 
 
 @pytest.fixture

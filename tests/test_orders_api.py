@@ -10,10 +10,9 @@ import httpx
 import pytest
 
 from tests.fakes.fake_binance import DAY_MS, FakeBinance
-from tests.service_kit import UvicornThread, compose, issue_keys, wait_for_market
+from tests.service_kit import serving
 from tradeguard.client import TradeguardClient
 from tradeguard.core.order_check import CHECKS
-from tradeguard.service.app import create_app
 
 ORDER = {
     "account": "alpha",
@@ -33,25 +32,9 @@ def service(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("orders")
     now_ms = int(time.time() * 1000)
     with FakeBinance(now_ms=now_ms, start_ms=now_ms - 200 * DAY_MS) as fake:
-        settings, store, engine, parts = compose(
-            tmp,
-            with_orders=True,
-            orders={"venues": {"binance": {"api_url": fake.url, "use_websocket": False}}},
-        )
-        app = create_app(settings, engine, store, engine.metrics, portfolio=parts)
-        keys = issue_keys(
-            store,
-            {
-                "bot_a": ("alpha", "bot"),
-                "read_a": ("alpha", "read"),
-                "bot_b": ("beta", "bot"),
-                "admin": ("ops", "admin"),
-            },
-        )
-        with UvicornThread(app) as server:
-            wait_for_market(engine)
-            yield server.url, keys
-        store.close()
+        venues = {"binance": {"api_url": fake.url, "use_websocket": False}}
+        with serving(tmp, with_orders=True, orders={"venues": venues}) as served:
+            yield served
 
 
 def post(url: str, token: str | None, body: dict):
